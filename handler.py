@@ -1,0 +1,272 @@
+"""AWS Lambda entry point behind API Gateway (REST API, Lambda proxy integration).
+
+HTTP only: parse the event, call model.inference, shape the JSON response. The model
+is loaded once per container (at cold start, and again on the next request if that
+failed); everything about images and the model lives in model/.
+
+    GET  /health       model metadata
+    POST /reconstruct  multipart: image
+    POST /sample       JSON: {n, seed, temperature}
+    POST /interpolate  multipart: a, b, steps
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+import uuid
+from email.message import Message
+
+from requests_toolbelt.multipart import decoder as multipart
+
+from model import inference
+from model.images import DEFAULT_MAX_PIXELS, ImageError
+from model.runtime import Model, ModelError
+from model.store import open_model
+
+log = logging.getLogger("car-vae")
+log.setLevel(logging.INFO)
+
+# Lambda accepts at most 6 MB in a synchronous request; bigger bodies are refused here
+# too, so local runs behave like AWS.
+MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 6 * 1024 * 1024))
+MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
+BACKEND = os.environ.get("MODEL_BACKEND", "onnx")
+ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("CORS_ALLOW_ORIGIN", "*").split(",") if o.strip()]
+IMAGE_ERROR_STATUS = {"image_too_large": 413, "unsupported_format": 415}
+
+_model: Model | None = None
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def get_model() -> Model:
+    """The container's model, loading it if this is the first request or the last load failed."""
+    global _model
+    if _model is None:
+        started = time.perf_counter()
+        _model = open_model(BACKEND)
+        log.info(json.dumps({"event": "model_loaded", "source": _model.source, "backend": _model.backend,
+                             "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    return _model
+
+
+def reset_model() -> None:
+    global _model
+    _model = None
+
+
+# ---- request parsing -------------------------------------------------------------
+
+def lower_headers(event: dict) -> dict[str, str]:
+    headers = event.get("headers") or {}
+    return {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+
+
+def read_body(event: dict) -> bytes:
+    body = event.get("body")
+    if body is None or body == "":
+        return b""
+    if not isinstance(body, str):
+        raise HttpError(400, "bad_request", "the request body is not text or base64")
+    if len(body) > MAX_BODY_BYTES * 4 // 3 + 4:
+        raise _too_large()
+    if event.get("isBase64Encoded"):
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(400, "bad_request", "the request body is not valid base64") from None
+    else:
+        data = body.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_BODY_BYTES:
+        raise _too_large()
+    return data
+
+
+def _too_large() -> HttpError:
+    return HttpError(413, "body_too_large", f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+
+
+def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
+    """multipart/form-data fields by name (the first of each name wins)."""
+    content_type = headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise HttpError(415, "unsupported_media_type", "send the image as multipart/form-data")
+    params = Message()
+    params["content-type"] = content_type
+    if not params.get_param("boundary"):
+        raise HttpError(400, "bad_multipart", "the multipart Content-Type has no boundary")
+    body = read_body(event)
+    if not body:
+        raise HttpError(400, "empty_body", "the request body is empty")
+    try:
+        parts = multipart.MultipartDecoder(body, content_type).parts
+    except (multipart.ImproperBodyPartContentException, multipart.NonMultipartContentTypeException,
+            ValueError, LookupError) as exc:
+        raise HttpError(400, "bad_multipart", f"the multipart body is malformed ({exc})") from None
+    fields: dict[str, bytes] = {}
+    for part in parts:
+        disposition = Message()
+        disposition["content-disposition"] = part.headers.get(b"Content-Disposition", b"").decode("latin-1")
+        name = disposition.get_param("name", header="content-disposition")
+        if isinstance(name, str) and name not in fields:
+            fields[name] = part.content
+    return fields
+
+
+def required_file(fields: dict[str, bytes], name: str) -> bytes:
+    if name not in fields:
+        raise HttpError(400, "missing_field", f"the form has no field '{name}' (a JPEG, PNG or WebP image)")
+    if not fields[name]:
+        raise HttpError(400, "empty_image", f"the field '{name}' is empty")
+    return fields[name]
+
+
+def form_int(fields: dict[str, bytes], name: str, default: int) -> int:
+    if name not in fields:
+        return default
+    text = fields[name].decode("utf-8", "replace").strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise HttpError(400, "bad_request", f"'{name}' must be a whole number, not '{text[:40]}'") from None
+
+
+def json_object(event: dict, headers: dict[str, str]) -> dict:
+    content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    body = read_body(event)
+    if not body:
+        return {}
+    if content_type != "application/json":
+        raise HttpError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise HttpError(400, "bad_json", "the JSON body is not UTF-8") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise HttpError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, "bad_json", "the JSON body must be an object like {\"n\": 8}")
+    return value
+
+
+# ---- routes -----------------------------------------------------------------------
+
+def health(event, headers) -> dict:
+    model = get_model()
+    meta = model.metadata
+    return {
+        "status": "ok",
+        "model": {
+            "format_version": meta["format_version"], "image_size": model.image_size,
+            "latent_dim": model.latent_dim, "source": model.source, "backend": model.backend,
+            "exported_at": meta.get("exported_at"), "metrics": meta.get("metrics", {}),
+        },
+        "limits": {"max_body_bytes": MAX_BODY_BYTES, "max_pixels": MAX_PIXELS,
+                   "max_samples": inference.MAX_SAMPLES, "steps": [inference.MIN_STEPS, inference.MAX_STEPS]},
+    }
+
+
+def reconstruct(event, headers) -> dict:
+    image = required_file(form_fields(event, headers), "image")
+    return inference.reconstruct(get_model(), image, MAX_PIXELS)
+
+
+def sample(event, headers) -> dict:
+    body = json_object(event, headers)
+    unknown = sorted(set(body) - {"n", "seed", "temperature"})
+    if unknown:
+        raise HttpError(400, "bad_request", f"unknown field(s): {', '.join(unknown)[:200]}")
+    return inference.sample(get_model(), body.get("n", 8), body.get("seed"), body.get("temperature", 1.0))
+
+
+def interpolate(event, headers) -> dict:
+    fields = form_fields(event, headers)
+    a, b = required_file(fields, "a"), required_file(fields, "b")
+    steps = form_int(fields, "steps", 8)
+    return inference.interpolate(get_model(), a, b, steps, MAX_PIXELS)
+
+
+ROUTES = {
+    ("GET", "/health"): health,
+    ("POST", "/reconstruct"): reconstruct,
+    ("POST", "/sample"): sample,
+    ("POST", "/interpolate"): interpolate,
+}
+PATHS = {path for _, path in ROUTES}
+
+
+# ---- responses ------------------------------------------------------------------
+
+def cors_headers(headers: dict[str, str]) -> dict[str, str]:
+    if "*" in ALLOWED_ORIGINS:
+        origin = "*"
+    else:
+        requested = headers.get("origin", "")
+        origin = requested if requested in ALLOWED_ORIGINS else ALLOWED_ORIGINS[0] if ALLOWED_ORIGINS else "null"
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET,POST,OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Vary": "Origin",
+    }
+
+
+def respond(status: int, body: dict | None, headers: dict[str, str]) -> dict:
+    out = {"Content-Type": "application/json", **cors_headers(headers)}
+    return {"statusCode": status, "headers": out, "body": "" if body is None else json.dumps(body),
+            "isBase64Encoded": False}
+
+
+def error(status: int, code: str, message: str, request_id: str, headers: dict[str, str]) -> dict:
+    return respond(status, {"error": {"code": code, "message": message}, "request_id": request_id}, headers)
+
+
+def handler(event, context):
+    started = time.perf_counter()
+    request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
+    event = event if isinstance(event, dict) else {}
+    headers = lower_headers(event)
+    method = str(event.get("httpMethod") or "").upper()
+    path = str(event.get("resource") or event.get("path") or "")
+    try:
+        if method == "OPTIONS":
+            response = respond(204, None, headers)
+        elif (method, path) in ROUTES:
+            response = respond(200, ROUTES[method, path](event, headers), headers)
+        elif path in PATHS:
+            raise HttpError(405, "method_not_allowed", f"{method or 'this method'} is not allowed on {path}")
+        else:
+            raise HttpError(404, "not_found", f"no route {path or '/'}; see GET /health")
+    except HttpError as exc:
+        response = error(exc.status, exc.code, exc.message, request_id, headers)
+    except ImageError as exc:
+        response = error(IMAGE_ERROR_STATUS.get(exc.code, 400), exc.code, str(exc), request_id, headers)
+    except inference.InputError as exc:
+        response = error(400, exc.code, str(exc), request_id, headers)
+    except ModelError as exc:
+        log.error(json.dumps({"event": "model_unavailable", "request_id": request_id, "reason": str(exc)}))
+        response = error(503, "model_unavailable", f"the model is not available: {exc}", request_id, headers)
+    except Exception:
+        log.exception("unhandled error, request_id=%s", request_id)
+        response = error(500, "internal_error", "the server failed; quote the request_id when reporting it",
+                         request_id, headers)
+    log.info(json.dumps({"event": "request", "request_id": request_id, "method": method, "path": path,
+                         "status": response["statusCode"], "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    return response
+
+
+# Cold start: load the model during the Lambda init phase. A failure here is not fatal:
+# requests answer 503 with the reason, and each one tries the load again.
+if os.environ.get("MODEL_PRELOAD", "1") != "0":
+    try:
+        get_model()
+    except ModelError as exc:
+        log.error(json.dumps({"event": "model_unavailable", "reason": str(exc)}))

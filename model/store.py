@@ -1,0 +1,120 @@
+"""Where the service's model comes from: S3 (cached under /tmp) or a local directory.
+
+S3 layout, as written by `python -m training.upload`:
+
+    s3://BUCKET/PREFIX/latest.json                 {"version": "...", ...}
+    s3://BUCKET/PREFIX/versions/VERSION/model.json
+    s3://BUCKET/PREFIX/versions/VERSION/<files listed in model.json>
+
+A version is downloaded once into CACHE/VERSION and reused while the container lives.
+Files go to a temporary folder first and are renamed into place when complete, so an
+interrupted download is never mistaken for a model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.runtime import BACKEND_FILES, Model, ModelError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "car-vae-models"
+VERSION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class Location:
+    folder: Path  # a local model directory, ready to load
+    source: str  # where it came from, for /health
+    cached: bool = False  # a downloaded copy, to be dropped if it turns out bad
+
+
+def version_prefix(prefix: str, version: str) -> str:
+    return f"{prefix.strip('/')}/versions/{version}/"
+
+
+def s3_client():
+    import boto3
+    from botocore.config import Config
+
+    # Fail fast when S3 is unreachable: a request should get a 503, not wait out the Lambda timeout.
+    config = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    return boto3.client("s3", config=config)
+
+
+def open_model(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACHE, s3=None) -> Model:
+    """Locate the configured model and load it; raises ModelError with a reason fit for users."""
+    location = locate(backend, environ, cache, s3)
+    try:
+        return Model(location.folder, backend, location.source)
+    except ModelError:
+        if location.cached:
+            # A bad download must not stick: the next attempt fetches it again.
+            shutil.rmtree(location.folder, ignore_errors=True)
+        raise
+
+
+def locate(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACHE, s3=None) -> Location:
+    """MODEL_BUCKET + MODEL_PREFIX (+ optional MODEL_VERSION) -> S3; else MODEL_DIR or the bundled model."""
+    bucket, prefix = environ.get("MODEL_BUCKET", ""), environ.get("MODEL_PREFIX", "")
+    if bucket and prefix:
+        version = environ.get("MODEL_VERSION") or None
+        return fetch_from_s3(bucket, prefix, version, BACKEND_FILES.get(backend, ()), cache, s3)
+    folder = Path(environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
+    if not folder.is_absolute():
+        folder = Path(__file__).resolve().parent.parent / folder
+    return Location(folder, f"local:{folder}")
+
+
+def fetch_from_s3(bucket: str, prefix: str, version: str | None, names: tuple[str, ...],
+                  cache: Path = DEFAULT_CACHE, s3=None) -> Location:
+    """Download model.json and the named files of one version (latest.json's, if None) into the cache."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = prefix.strip("/")
+    try:
+        s3 = s3 or s3_client()
+        if version is None:
+            pointer = _get_json(s3, bucket, f"{prefix}/latest.json")
+            version = pointer.get("version") if isinstance(pointer, dict) else None
+        if not isinstance(version, str) or not set(version) <= VERSION_CHARS or version.strip(".") == "":
+            raise ModelError(f"invalid model version {version!r} for s3://{bucket}/{prefix}")
+        key = version_prefix(prefix, version)
+        location = Location(cache / version, f"s3://{bucket}/{key}", cached=True)
+        wanted = ("model.json", *names)
+        if all((location.folder / name).is_file() for name in wanted):
+            return location
+        meta = _get_json(s3, bucket, key + "model.json")
+        listed = meta.get("files", {}) if isinstance(meta, dict) else {}
+        missing = [name for name in names if name not in listed]
+        if missing:
+            raise ModelError(f"model.json at s3://{bucket}/{key} lists no {', '.join(missing)}")
+        location.folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            # Download beside the target, then rename: a partial file never has the real name.
+            partial = location.folder / f".{name}.part"
+            s3.download_file(bucket, key + name, str(partial))
+            os.replace(partial, location.folder / name)
+        partial = location.folder / ".model.json.part"
+        partial.write_text(json.dumps(meta))
+        os.replace(partial, location.folder / "model.json")  # written last: marks the copy complete
+        return location
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ModelError(f"S3 refused the model download from s3://{bucket}/{prefix} ({code})") from None
+    except BotoCoreError as exc:
+        raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None
+    except OSError as exc:
+        raise ModelError(f"could not write the model cache ({exc.__class__.__name__}: {exc})") from None
+
+
+def _get_json(s3, bucket: str, key: str):
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"s3://{bucket}/{key} is not valid JSON") from None

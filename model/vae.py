@@ -1,0 +1,150 @@
+"""The convolutional VAE (PyTorch). Used by training and export, never by the Lambda.
+
+Encoder: strided convolutions halve the image down to 4x4, each stage followed by
+residual blocks; two separate linear heads give the mean and the log-variance of
+q(z|x). Decoder: a linear layer back to 4x4, then nearest-neighbour upsampling +
+convolution stages mirrored from the encoder, and a sigmoid so outputs live in
+[0, 1] like the inputs (white is reachable).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+IMAGE_SIZES = (64, 128, 256)
+BOTTOM = 4  # spatial size the encoder reduces every image size to
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    image_size: int = 128
+    latent_dim: int = 256
+    base_channels: int = 32  # width of the first stage; doubles each stage...
+    max_channels: int = 256  # ...up to this width
+    res_blocks: int = 1  # residual blocks per stage, in encoder and decoder
+
+    def __post_init__(self):
+        if self.image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, not {self.image_size}")
+        if self.latent_dim < 1 or self.base_channels < 1 or self.max_channels < self.base_channels:
+            raise ValueError(f"bad VAE widths: {self}")
+        if self.res_blocks < 0:
+            raise ValueError("res_blocks must be >= 0")
+
+    @property
+    def channels(self) -> list[int]:
+        """Width of each stage, from the full-resolution end to the 4x4 end."""
+        stages = int(math.log2(self.image_size // BOTTOM))
+        return [min(self.base_channels * 2**i, self.max_channels) for i in range(stages)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "VAEConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        # Start each block as the identity: deep stacks without normalisation train stably.
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class Encoder(nn.Module):
+    """x in [0, 1], shape (N, 3, S, S) -> (mu, logvar), each (N, latent_dim)."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = 3
+        for width in cfg.channels:
+            layers += [nn.Conv2d(prev, width, 4, stride=2, padding=1), nn.SiLU()]
+            layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        flat = prev * BOTTOM * BOTTOM
+        self.mu = nn.Linear(flat, cfg.latent_dim)
+        self.logvar = nn.Linear(flat, cfg.latent_dim)
+
+    def forward(self, x):
+        h = F.silu(self.features(x * 2.0 - 1.0)).flatten(1)
+        return self.mu(h), self.logvar(h)
+
+
+class Decoder(nn.Module):
+    """z, shape (N, latent_dim) -> image in [0, 1], shape (N, 3, S, S)."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        widths = cfg.channels[::-1]  # 4x4 end first
+        self.bottom_channels = widths[0]
+        self.project = nn.Linear(cfg.latent_dim, widths[0] * BOTTOM * BOTTOM)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            out = widths[i + 1] if i + 1 < len(widths) else max(width // 2, 16)
+            layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, out, 3, padding=1),
+                nn.SiLU(),
+            ]
+            width = out
+        layers.append(nn.Conv2d(width, 3, 3, padding=1))
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, z):
+        h = F.silu(self.project(z)).view(-1, self.bottom_channels, BOTTOM, BOTTOM)
+        return torch.sigmoid(self.features(h))
+
+
+class VAE(nn.Module):
+    def __init__(self, cfg: VAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or VAEConfig()
+        self.encoder = Encoder(self.cfg)
+        self.decoder = Decoder(self.cfg)
+        self._init_weights()
+
+    def _init_weights(self):
+        # Without normalisation layers, PyTorch's default init shrinks the signal at every
+        # layer and the decoder learns slowly; He init keeps activations at unit scale.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module.weight.abs().sum() > 0:  # skip zero-init blocks
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def reparameterize(mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + std * torch.randn_like(std)
+
+    def forward(self, x):
+        """Training pass: returns (reconstruction from a sampled z, mu, logvar)."""
+        mu, logvar = self.encoder(x)
+        logvar = logvar.clamp(-30.0, 20.0)
+        return self.decoder(self.reparameterize(mu, logvar)), mu, logvar
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Deterministic reconstruction: decode the posterior mean."""
+        mu, _ = self.encoder(x)
+        return self.decoder(mu)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device) * temperature
+        return self.decoder(z)

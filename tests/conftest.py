@@ -1,0 +1,87 @@
+"""Shared fixtures: real photos from ../shared/data, synthetic cars, a tiny exported model."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CAR_DATA", ROOT.parent / "shared" / "data"))
+BUNDLED_MODEL = ROOT / "model" / "default"
+sys.path.insert(0, str(ROOT))
+
+try:
+    import torch  # noqa: F401
+
+    HAS_TORCH = True
+except ImportError:  # the Python 3.12 run mirrors the Lambda: no torch
+    HAS_TORCH = False
+
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch (the Lambda-like environment has none)")
+
+
+def catalogue_rows(split: str = "val") -> list[dict]:
+    manifest = SHARED_DATA / "manifest.csv"
+    if not manifest.exists():
+        pytest.fail(f"real car photos not found at {SHARED_DATA} (set CAR_DATA or place ../shared/data)")
+    with open(manifest, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["white_background"] == "1" and r["split"] == split]
+    return sorted(rows, key=lambda r: r["file"])
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[Path]:
+    """A few real catalogue photos (validation split), red and otherwise."""
+    rows = catalogue_rows()
+    red = [r for r in rows if r["file"].startswith("cars-red/")][:3]
+    other = [r for r in rows if r["file"].startswith("stanford-cars/")][:3]
+    return [SHARED_DATA / r["file"] for r in red + other]
+
+
+@pytest.fixture(scope="session")
+def real_jpeg(real_photos) -> bytes:
+    return real_photos[0].read_bytes()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from training.synthetic import write_cars
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    write_cars(folder, 48, seed=1)
+    return folder
+
+
+def png_of(image, **save_args) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **save_args)
+    return out.getvalue()
+
+
+TINY_MODEL_FLAGS = ["--image-size", "64", "--latent-dim", "16", "--base-channels", "8", "--max-channels", "32",
+                    "--res-blocks", "0", "--batch-size", "16", "--sample-every", "1", "--checkpoint-interval", "0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synthetic_dir) -> Path:
+    """A real (very short) training run on synthetic cars."""
+    if not HAS_TORCH:
+        pytest.skip("needs torch")
+    from training.train import main
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    main(["--data", str(synthetic_dir), "--out", str(run), "--epochs", "2", *TINY_MODEL_FLAGS])
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_run) -> Path:
+    from training.export import export
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export(tiny_run, out)
+    return out

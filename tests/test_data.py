@@ -1,0 +1,82 @@
+"""Dataset discovery: folders, zips, manifests, splits, and unreadable files."""
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED_DATA, catalogue_rows
+from training.data import DatasetError, find_photos, hash_split, load_dataset
+
+
+def test_folder_is_searched_recursively(tmp_path, synthetic_dir):
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    files = sorted(synthetic_dir.iterdir())[:6]
+    for f in files[:3]:
+        shutil.copy(f, tmp_path / f.name)
+    for f in files[3:]:
+        shutil.copy(f, nested / f.name.replace(".jpg", ".JPG"))
+    (tmp_path / "notes.txt").write_text("not a photo")
+    data = load_dataset(tmp_path, 64)
+    assert data.images.shape == (6, 64, 64, 3)
+    assert data.is_val.any() and not data.is_val.all()
+
+
+def test_zip_archive(tmp_path, synthetic_dir):
+    archive = tmp_path / "cars.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(synthetic_dir.iterdir())[:10]:
+            z.write(f, f"photos/{f.name}")
+        z.writestr("__MACOSX/photos/._car.jpg", b"resource fork junk")
+    data = load_dataset(archive, 64)
+    assert len(data.images) == 10 and not data.skipped
+
+
+def test_manifest_with_split_and_filter():
+    rows = catalogue_rows("val")
+    photos = find_photos(SHARED_DATA / "manifest.csv", {"white_background": "1"})
+    val = [p for p in photos if p.split == "val"]
+    assert len(val) == len(rows) and all(p.split in ("train", "val") for p in photos)
+
+
+def test_manifest_errors_name_the_file(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,split\na.jpg,train\n")
+    with pytest.raises(DatasetError, match="m.csv.*'file' column"):
+        find_photos(bad)
+    good = tmp_path / "n.csv"
+    good.write_text("file,split\na.jpg,train\n")
+    with pytest.raises(DatasetError, match="colour"):
+        find_photos(good, {"colour": "red"})
+    with pytest.raises(DatasetError, match="no such file"):
+        find_photos(tmp_path / "missing")
+
+
+def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path, synthetic_dir, real_photos):
+    for f in sorted(synthetic_dir.iterdir())[:5]:
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(real_photos[0], tmp_path / "real.jpg")
+    (tmp_path / "broken.jpg").write_bytes(real_photos[0].read_bytes()[:300])
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        data = load_dataset(tmp_path, 64)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "broken.jpg" in message and "empty.png" in message and "skipped 2" in message
+    assert len(data.images) == 6 and len(data.skipped) == 2
+
+
+def test_hash_split_is_fixed_and_about_the_requested_size():
+    names = [f"/x/car_{i}.jpg" for i in range(5000)]
+    first = [hash_split(n, 0.1) for n in names]
+    assert first == [hash_split(n.replace("/x/", "/elsewhere/"), 0.1) for n in names]
+    assert 0.08 < first.count("val") / len(first) < 0.12
+
+
+def test_images_match_the_shared_loader(real_photos):
+    from model.images import load_square
+
+    folder_data = load_dataset(real_photos[0].parent, 64, val_fraction=0.1)
+    index = folder_data.names.index(str(real_photos[0]))
+    assert np.array_equal(folder_data.images[index], load_square(real_photos[0].read_bytes(), 64))

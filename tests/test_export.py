@@ -1,0 +1,73 @@
+"""Export: TorchScript and ONNX files that match the eager model, and model.json."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import needs_torch
+
+pytestmark = needs_torch
+
+
+def test_torchscript_and_onnx_match_eager_within_1e_4(tiny_run, tiny_model_dir):
+    import onnxruntime as ort
+    import torch
+
+    from training.export import load_vae
+
+    vae, _ = load_vae(tiny_run)
+    encoder_ts = torch.jit.load(str(tiny_model_dir / "encoder.pt"))
+    decoder_ts = torch.jit.load(str(tiny_model_dir / "decoder.pt"))
+    encoder_onnx = ort.InferenceSession(str(tiny_model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    decoder_onnx = ort.InferenceSession(str(tiny_model_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1234)
+    for batch in (1, 5):  # a batch size the trace never saw, too
+        x = rng.random((batch, 3, 64, 64), dtype=np.float32)
+        z = rng.standard_normal((batch, 16)).astype(np.float32)
+        with torch.no_grad():
+            mu, logvar = (t.numpy() for t in vae.encoder(torch.from_numpy(x)))
+            image = vae.decoder(torch.from_numpy(z)).numpy()
+            ts_mu, ts_logvar = (t.numpy() for t in encoder_ts(torch.from_numpy(x)))
+            ts_image = decoder_ts(torch.from_numpy(z)).numpy()
+        onnx_mu, onnx_logvar = encoder_onnx.run(None, {"image": x})
+        onnx_image = decoder_onnx.run(None, {"z": z})[0]
+        for got, want in [(ts_mu, mu), (ts_logvar, logvar), (ts_image, image),
+                          (onnx_mu, mu), (onnx_logvar, logvar), (onnx_image, image)]:
+            assert got.shape == want.shape
+            assert np.abs(got - want).max() <= 1e-4
+
+
+def test_model_json_describes_the_files(tiny_model_dir):
+    import hashlib
+
+    meta = json.loads((tiny_model_dir / "model.json").read_text())
+    assert meta["format_version"] == 1 and meta["image_size"] == 64 and meta["latent_dim"] == 16
+    assert meta["input"]["range"] == [0.0, 1.0] and meta["output"]["range"] == [0.0, 1.0]
+    assert set(meta["files"]) == {"encoder.pt", "decoder.pt", "encoder.onnx", "decoder.onnx"}
+    for name, digest in meta["files"].items():
+        assert hashlib.sha256((tiny_model_dir / name).read_bytes()).hexdigest() == digest
+    assert "psnr" in meta["metrics"] and meta["training"]["epochs"] == 2
+    assert all(err <= 1e-4 for err in meta["parity_max_abs_error"].values())
+
+
+def test_both_runtimes_give_the_same_results(tiny_model_dir):
+    from model.runtime import Model
+
+    onnx, script = Model(tiny_model_dir, "onnx"), Model(tiny_model_dir, "torchscript")
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    assert np.abs(onnx.encode(x)[0] - script.encode(x)[0]).max() <= 1e-4
+    z = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    assert np.abs(onnx.decode(z) - script.decode(z)).max() <= 1e-4
+
+
+def test_export_replaces_an_existing_directory_and_errors_name_the_run(tmp_path, tiny_run):
+    from training.export import ExportError, export
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export(tiny_run, out)
+    assert not (out / "stale.txt").exists() and (out / "model.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folders left behind"
+    with pytest.raises(ExportError, match="nowhere"):
+        export(tmp_path / "nowhere", tmp_path / "m2")

@@ -1,0 +1,217 @@
+"""handler.handler called with real API Gateway events, real multipart bodies, real photos."""
+import base64
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import handler
+from model.images import psnr
+from tests.events import Context, json_event, multipart_body, multipart_event, rest_event
+from tests.test_images import huge_png_header
+
+
+def call(event):
+    response = handler.handler(event, Context())
+    assert response["headers"]["Access-Control-Allow-Origin"], "CORS on every response"
+    assert response["headers"]["Content-Type"] == "application/json"
+    body = json.loads(response["body"]) if response["body"] else None
+    return response["statusCode"], body
+
+
+def decode_png(b64: str) -> np.ndarray:
+    data = base64.b64decode(b64)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def size():
+    return handler.get_model().image_size
+
+
+def assert_error(status, body, want_status, want_code):
+    assert (status, body["error"]["code"]) == (want_status, want_code), body
+    assert body["error"]["message"] and body["request_id"]
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_health_describes_the_model(size):
+    status, body = call(rest_event("GET", "/health"))
+    assert status == 200 and body["status"] == "ok"
+    model = body["model"]
+    assert model["format_version"] == 1 and model["image_size"] == size and model["latent_dim"] > 0
+    assert model["backend"] == "onnx" and model["source"].startswith("local:")
+
+
+def test_reconstruct_a_real_photo(real_photos, size):
+    for path in real_photos[:2]:
+        status, body = call(multipart_event("/reconstruct", {"image": path.read_bytes()}))
+        assert status == 200, body
+        seen, recon = decode_png(body["input"]), decode_png(body["reconstruction"])
+        assert seen.shape == recon.shape == (size, size, 3)
+        assert recon.std() > 5, "not a blank image"
+        assert body["psnr"] == pytest.approx(psnr(seen, recon), abs=0.01)
+        assert body["psnr"] > 10
+
+
+def test_headers_are_case_insensitive_and_plain_bodies_work(real_jpeg):
+    body, content_type = multipart_body({"image": real_jpeg})
+    upper = rest_event("POST", "/reconstruct", body, {"CONTENT-TYPE": content_type})
+    assert call(upper)[0] == 200
+    # isBase64Encoded false: an ASCII-only JSON body arrives as text.
+    assert call(rest_event("POST", "/sample", '{"n": 1, "seed": 3}', {"content-type": "application/json"}))[0] == 200
+    # isBase64Encoded true for JSON (e.g. a */* binary media type) is honoured too.
+    encoded = rest_event("POST", "/sample", b'{"n": 1, "seed": 3}', {"Content-Type": "application/json"})
+    assert encoded["isBase64Encoded"] and call(encoded)[0] == 200
+
+
+def test_sample_is_reproducible_by_seed(size):
+    status, first = call(json_event("/sample", {"n": 4, "seed": 7, "temperature": 0.8}))
+    assert status == 200 and first["seed"] == 7 and first["n"] == 4 and len(first["images"]) == 4
+    images = [decode_png(b) for b in first["images"]]
+    assert all(im.shape == (size, size, 3) for im in images)
+    assert not np.array_equal(images[0], images[1])
+    assert call(json_event("/sample", {"n": 4, "seed": 7, "temperature": 0.8}))[1]["images"] == first["images"]
+    assert call(json_event("/sample", {"n": 4, "seed": 8, "temperature": 0.8}))[1]["images"] != first["images"]
+    status, default = call(json_event("/sample", {}))
+    assert status == 200 and len(default["images"]) == 8 and isinstance(default["seed"], int)
+    zero = call(json_event("/sample", {"n": 2, "temperature": 0}))[1]["images"]
+    assert zero[0] == zero[1], "temperature 0 decodes the prior mean"
+
+
+def test_interpolate_two_real_photos(real_photos, size):
+    a, b = real_photos[0].read_bytes(), real_photos[3].read_bytes()
+    status, body = call(multipart_event("/interpolate", {"a": a, "b": b, "steps": "5"}))
+    assert status == 200 and body["steps"] == 5 and len(body["images"]) == 5
+    frames = [decode_png(f) for f in body["images"]]
+    recon_a = decode_png(call(multipart_event("/reconstruct", {"image": a}))[1]["reconstruction"])
+    recon_b = decode_png(call(multipart_event("/reconstruct", {"image": b}))[1]["reconstruction"])
+    assert np.abs(frames[0].astype(int) - recon_a).max() <= 2, "the morph starts at car a"
+    assert np.abs(frames[-1].astype(int) - recon_b).max() <= 2, "and ends at car b"
+    middle = frames[2].astype(int)
+    assert np.abs(middle - recon_a).mean() > 1 and np.abs(middle - recon_b).mean() > 1
+
+
+def test_preflight_gets_cors():
+    response = handler.handler(rest_event("OPTIONS", "/reconstruct", headers={"Origin": "https://cars.example"}), Context())
+    assert response["statusCode"] == 204
+    assert response["headers"]["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response["headers"]["Access-Control-Allow-Methods"]
+
+
+def test_cors_origins_are_configurable(monkeypatch):
+    monkeypatch.setattr(handler, "ALLOWED_ORIGINS", ["https://cars.example", "http://localhost:8000"])
+    ok = handler.handler(rest_event("GET", "/health", headers={"Origin": "http://localhost:8000"}), Context())
+    assert ok["headers"]["Access-Control-Allow-Origin"] == "http://localhost:8000"
+    other = handler.handler(rest_event("GET", "/health", headers={"Origin": "https://evil.example"}), Context())
+    assert other["headers"]["Access-Control-Allow-Origin"] == "https://cars.example"
+
+
+# ---- bad input: a clear 4xx, never a 500 --------------------------------------------
+
+def test_missing_field(real_jpeg):
+    assert_error(*call(multipart_event("/reconstruct", {"photo": real_jpeg})), 400, "missing_field")
+    assert_error(*call(multipart_event("/interpolate", {"a": real_jpeg})), 400, "missing_field")
+
+
+def test_empty_body_and_empty_field():
+    event = rest_event("POST", "/reconstruct", b"", {"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert_error(*call(event), 400, "empty_body")
+    assert_error(*call(multipart_event("/reconstruct", {"image": b""})), 400, "empty_image")
+
+
+def test_not_an_image_and_truncated_image(real_jpeg):
+    assert_error(*call(multipart_event("/reconstruct", {"image": b"hello, I am text"})), 400, "not_an_image")
+    truncated = real_jpeg[: len(real_jpeg) // 3]
+    assert_error(*call(multipart_event("/reconstruct", {"image": truncated})), 400, "corrupt_image")
+
+
+def test_unsupported_image_format():
+    gif = io.BytesIO()
+    Image.new("RGB", (20, 20), "red").save(gif, format="GIF")
+    assert_error(*call(multipart_event("/reconstruct", {"image": gif.getvalue()})), 415, "unsupported_format")
+
+
+def test_wrong_content_type(real_jpeg):
+    event = rest_event("POST", "/reconstruct", real_jpeg, {"Content-Type": "image/jpeg"})
+    assert_error(*call(event), 415, "unsupported_media_type")
+    assert_error(*call(json_event("/sample", "n=3", content_type="text/plain")), 415, "unsupported_media_type")
+
+
+def test_multipart_without_boundary_or_broken(real_jpeg):
+    body, content_type = multipart_body({"image": real_jpeg})
+    no_boundary = rest_event("POST", "/reconstruct", body, {"Content-Type": "multipart/form-data"})
+    assert_error(*call(no_boundary), 400, "bad_multipart")
+    broken = rest_event("POST", "/reconstruct", body.replace(b"\r\n\r\n", b"\r\n"), {"Content-Type": content_type})
+    assert_error(*call(broken), 400, "bad_multipart")
+
+
+def test_bad_base64():
+    event = rest_event("POST", "/reconstruct", "%%%not base64%%%", {"Content-Type": "multipart/form-data; boundary=x"},
+                       base64_encoded=True)
+    assert_error(*call(event), 400, "bad_request")
+
+
+@pytest.mark.parametrize("payload", ["{", "[1, 2]", '"text"', "\udcff", "{\"n\": 1,}"])
+def test_malformed_json(payload):
+    assert_error(*call(json_event("/sample", payload)), 400, "bad_json")
+
+
+def test_non_utf8_json():
+    event = rest_event("POST", "/sample", b'{"n": "\xff\xfe"}', {"Content-Type": "application/json"})
+    assert_error(*call(event), 400, "bad_json")
+
+
+def test_body_over_the_lambda_payload_limit(real_jpeg):
+    big = real_jpeg + b"\0" * (6 * 1024 * 1024)
+    assert_error(*call(multipart_event("/reconstruct", {"image": big})), 413, "body_too_large")
+
+
+def test_too_many_pixels():
+    bomb = huge_png_header(20_000, 20_000)
+    assert_error(*call(multipart_event("/reconstruct", {"image": bomb})), 413, "image_too_large")
+
+
+@pytest.mark.parametrize("payload, code", [
+    ({"n": 0}, "out_of_range"), ({"n": 17}, "out_of_range"), ({"n": "five"}, "bad_request"),
+    ({"n": True}, "bad_request"), ({"n": 2.5}, "bad_request"), ({"n": 10**100}, "out_of_range"),
+    ({"seed": -1}, "out_of_range"), ({"seed": 2**32}, "out_of_range"),
+    ({"temperature": -0.1}, "out_of_range"), ({"temperature": 2.5}, "out_of_range"),
+    ({"temperature": "hot"}, "bad_request"), ({"bogus": 1}, "bad_request"),
+])
+def test_sample_bounds(payload, code):
+    assert_error(*call(json_event("/sample", payload)), 400, code)
+
+
+def test_non_finite_temperature():
+    assert_error(*call(json_event("/sample", '{"temperature": NaN}')), 400, "bad_request")
+    assert_error(*call(json_event("/sample", '{"temperature": 1e999}')), 400, "bad_request")
+
+
+@pytest.mark.parametrize("steps, code", [("1", "out_of_range"), ("17", "out_of_range"), ("many", "bad_request")])
+def test_interpolate_steps_bounds(real_jpeg, steps, code):
+    assert_error(*call(multipart_event("/interpolate", {"a": real_jpeg, "b": real_jpeg, "steps": steps})), 400, code)
+
+
+def test_unknown_route_and_wrong_method():
+    assert_error(*call(rest_event("GET", "/nope")), 404, "not_found")
+    assert_error(*call(rest_event("GET", "/reconstruct")), 405, "method_not_allowed")
+    assert_error(*call(rest_event("DELETE", "/health")), 405, "method_not_allowed")
+
+
+def test_a_server_fault_is_a_500_with_request_id_and_a_logged_traceback(monkeypatch, caplog, real_jpeg):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(handler.inference, "reconstruct", broken)
+    context = Context()
+    with caplog.at_level(logging.ERROR, logger="car-vae"):
+        response = handler.handler(multipart_event("/reconstruct", {"image": real_jpeg}), context)
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 500 and body["request_id"] == context.aws_request_id
+    assert "disk on fire" not in response["body"], "no internals leak to the client"
+    assert "Traceback" in caplog.text and "disk on fire" in caplog.text and context.aws_request_id in caplog.text

@@ -1,0 +1,148 @@
+"""Finding photos, decoding them once, and splitting them into train and validation.
+
+A dataset is a folder (searched recursively), a .zip, or a manifest CSV with a `file`
+column (relative to the CSV) and optionally a `split` column (`train`/`val`). Every
+photo is decoded once into a uint8 array of shape (N, S, S, 3) — small enough to keep
+in memory, or on the GPU, for the whole run.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model.images import ImageError, load_square
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+class DatasetError(ValueError):
+    """The dataset as a whole cannot be used; the message names the path."""
+
+
+@dataclass
+class Photo:
+    name: str  # path as shown to the user
+    read: Callable[[], bytes]
+    split: str | None = None  # from a manifest, else decided by hash
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # uint8 (N, S, S, 3)
+    names: list[str]
+    is_val: np.ndarray  # bool (N,)
+    skipped: list[str]
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.images[~self.is_val]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.images[self.is_val]
+
+
+def find_photos(path: str | Path, filters: dict[str, str] | None = None) -> list[Photo]:
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if filters:
+            raise DatasetError(f"{path}: --filter needs a manifest CSV, not a folder")
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        return [Photo(str(p), p.read_bytes) for p in files]
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        if filters:
+            raise DatasetError(f"{path}: --filter needs a manifest CSV, not a zip")
+        return _zip_photos(path)
+    if suffix == ".csv":
+        return _manifest_photos(path, filters or {})
+    raise DatasetError(f"{path}: expected a folder, a .zip or a manifest .csv")
+
+
+def _zip_photos(path: Path) -> list[Photo]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable zip file ({exc})") from exc
+    names = sorted(
+        n for n in archive.namelist()
+        if Path(n).suffix.lower() in EXTENSIONS and not n.startswith("__MACOSX/") and not n.endswith("/")
+    )
+
+    def reader(member: str) -> Callable[[], bytes]:
+        return lambda: archive.read(member)
+
+    return [Photo(f"{path}:{n}", reader(n)) for n in names]
+
+
+def _manifest_photos(path: Path, filters: dict[str, str]) -> list[Photo]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "file" not in rows[0]:
+        raise DatasetError(f"{path}: a manifest needs a header row with a 'file' column")
+    for column in filters:
+        if column not in rows[0]:
+            raise DatasetError(f"{path}: --filter names column '{column}', which the manifest lacks")
+    root = path.parent
+    photos = []
+    for row in rows:
+        if all(row[column] == value for column, value in filters.items()):
+            file = root / row["file"]
+            split = row.get("split") or None
+            if split not in (None, "train", "val"):
+                raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({row['file']})")
+            photos.append(Photo(str(file), file.read_bytes, split))
+    return photos
+
+
+def hash_split(name: str, val_fraction: float) -> str:
+    """A fixed split from the file's name: stable across runs, machines and file order."""
+    digest = int(hashlib.sha1(Path(name).name.encode()).hexdigest()[:8], 16)
+    return "val" if digest % 10_000 < val_fraction * 10_000 else "train"
+
+
+def load_dataset(
+    path: str | Path,
+    image_size: int,
+    filters: dict[str, str] | None = None,
+    val_fraction: float = 0.1,
+    workers: int = 4,
+) -> Dataset:
+    photos = find_photos(path, filters)
+    if not photos:
+        raise DatasetError(f"{path}: no JPEG, PNG or WebP images found")
+
+    def decode(photo: Photo):
+        try:
+            return load_square(photo.read(), image_size)
+        except (ImageError, OSError) as exc:
+            return f"{photo.name} ({exc})"
+
+    # Pillow releases the GIL while decoding, so threads give a real speed-up.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(decode, photos))
+
+    kept = [(p, a) for p, a in zip(photos, decoded) if not isinstance(a, str)]
+    skipped = [a for a in decoded if isinstance(a, str)]
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped), stacklevel=2)
+    if not kept:
+        raise DatasetError(f"{path}: none of the {len(photos)} images could be read")
+
+    images = np.stack([a for _, a in kept])
+    is_val = np.array([(p.split or hash_split(p.name, val_fraction)) == "val" for p, _ in kept])
+    if is_val.all() or (not is_val.any() and len(kept) > 1):
+        # Too few images for the hashed split to land on both sides: hold out the last one.
+        is_val = np.zeros(len(kept), dtype=bool)
+        is_val[-1] = True
+    return Dataset(images, [p.name for p, _ in kept], is_val, skipped)

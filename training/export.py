@@ -1,0 +1,154 @@
+"""Export a trained run as the model directory the service loads.
+
+    python -m training.export runs/NAME --out model/default
+
+Writes encoder/decoder jit-traced for CPU (encoder.pt, decoder.pt), the same two as
+ONNX (encoder.onnx, decoder.onnx) and model.json, which describes them: format
+version, image and latent size, value ranges, file hashes, training summary, metrics.
+The export checks that TorchScript and ONNX agree with the eager model before it
+replaces anything in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.runtime import BACKEND_FILES, FORMAT_VERSION
+from model.vae import VAE, VAEConfig
+from training import checkpoint
+
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def load_vae(run: Path) -> tuple[VAE, dict]:
+    path = run / "checkpoint.pt"
+    if not path.exists():
+        raise ExportError(f"{path}: no checkpoint (is {run} a training run folder?)")
+    state = checkpoint.load(path)
+    vae = VAE(VAEConfig.from_dict(state["vae_config"]))
+    vae.load_state_dict(state["model"])
+    return vae.eval(), state
+
+
+def _export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inputs: list[str], outputs: list[str]):
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter is chatty (progress lines, warnings about torchvision); keep the CLI output readable.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example,), str(path), input_names=inputs, output_names=outputs,
+            dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,
+        )
+
+
+def check_parity(vae: VAE, folder: Path, tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Largest absolute difference of TorchScript and ONNX from eager, on fresh random inputs."""
+    from model.runtime import load_backend  # the service's own loaders: test what it will run
+
+    size, latent = vae.cfg.image_size, vae.cfg.latent_dim
+    x = torch.rand(3, 3, size, size)
+    z = torch.randn(3, latent)
+    with torch.no_grad():
+        mu, logvar = vae.encoder(x)
+        image = vae.decoder(z)
+    errors = {}
+    for backend in BACKEND_FILES:
+        run = load_backend(folder, backend)
+        got_mu, got_logvar = run.encode(x.numpy())
+        got_image = run.decode(z.numpy())
+        errors[backend] = float(max(
+            np.abs(got_mu - mu.numpy()).max(),
+            np.abs(got_logvar - logvar.numpy()).max(),
+            np.abs(got_image - image.numpy()).max(),
+        ))
+    worst = max(errors.values())
+    if not worst <= tolerance:  # also catches NaN
+        raise ExportError(f"exported model differs from eager by {worst:.2e} (> {tolerance:.0e}): {errors}")
+    return errors
+
+
+def export(run: str | Path, out: str | Path) -> dict:
+    run, out = Path(run), Path(out)
+    vae, state = load_vae(run)
+    size, latent = vae.cfg.image_size, vae.cfg.latent_dim
+    example_x = torch.rand(2, 3, size, size)
+    example_z = torch.randn(2, latent)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(vae.encoder, example_x), staging / "encoder.pt")
+            torch.jit.save(torch.jit.trace(vae.decoder, example_z), staging / "decoder.pt")
+        _export_onnx(vae.encoder, example_x, staging / "encoder.onnx", ["image"], ["mu", "logvar"])
+        _export_onnx(vae.decoder, example_z, staging / "decoder.onnx", ["z"], ["image"])
+
+        metrics_file = run / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        files = sorted(p.name for p in staging.iterdir())
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "image_size": size,
+            "latent_dim": latent,
+            "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
+                      "colour": "RGB", "preprocessing": "EXIF-upright, alpha on white, padded square with white"},
+            "output": {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0]},
+            "latent": {"prior": "standard normal", "encoder_outputs": ["mu", "logvar"]},
+            "files": {name: hashlib.sha256((staging / name).read_bytes()).hexdigest() for name in files},
+            "architecture": vae.cfg.to_dict(),
+            "loss": state.get("loss_config", {}),
+            "training": metrics.get("training", {"epochs": state["epoch"], "steps": state["step"]}),
+            "metrics": metrics.get("validation", {}),
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exported_from": run.name,
+            "torch_version": torch.__version__,
+        }
+        (staging / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta["parity_max_abs_error"] = check_parity(vae, staging)
+        (staging / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+        # Swap the finished directory into place; the old one is removed only afterwards.
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        staging.rename(out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training.export", description="Export a run for the service.")
+    p.add_argument("run", help="training run folder (holds checkpoint.pt)")
+    p.add_argument("--out", required=True, help="model directory to write (replaced if it exists)")
+    args = p.parse_args(argv)
+    try:
+        meta = export(args.run, args.out)
+    except ExportError as exc:
+        sys.exit(f"error: {exc}")
+    sizes = ", ".join(f"{n} {Path(args.out, n).stat().st_size / 1e6:.1f} MB" for n in meta["files"])
+    print(f"exported {args.run} -> {args.out}: {sizes}; parity {meta['parity_max_abs_error']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""Train the car VAE on a folder, zip or manifest of photos.
+
+    python -m training.train --data PHOTOS --out runs/NAME            # one GPU, or the CPU
+    torchrun --nproc_per_node=N -m training.train --data ... --out ... # several GPUs (DDP)
+    python -m training.train --out runs/NAME --resume                 # continue a run
+
+A run folder holds config.json, checkpoint.pt (rewritten atomically), loss.png,
+samples/epoch_NNNN.png (validation photos, their reconstructions, random samples),
+progress.gif and, at the end, metrics.json with validation MSE, PSNR, SSIM and KL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.vae import VAE, VAEConfig
+from training import checkpoint, report
+from training.augment import augment
+from training.data import DatasetError, load_dataset
+from training.losses import KL_NORMS, LossConfig, vae_loss
+from training.metrics import mse_per_image, psnr_per_image, ssim
+
+# Flags that may change when a run is resumed; every other setting comes from config.json.
+RESUMABLE = ("epochs", "max_time")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="folder, .zip or manifest .csv of JPEG/PNG/WebP photos")
+    p.add_argument("--out", required=True, help="run folder (created; holds checkpoints and reports)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep manifest rows where COLUMN equals VALUE (repeatable)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held out when the data has no split column")
+    model = p.add_argument_group("model")
+    model.add_argument("--image-size", type=int, default=128, choices=(64, 128, 256))
+    model.add_argument("--latent-dim", type=int, default=256)
+    model.add_argument("--base-channels", type=int, default=32)
+    model.add_argument("--max-channels", type=int, default=256)
+    model.add_argument("--res-blocks", type=int, default=1)
+    loss = p.add_argument_group("loss")
+    loss.add_argument("--beta", type=float, default=0.02, help="KL weight against per-image squared error")
+    loss.add_argument("--kl-norm", choices=KL_NORMS, default="image",
+                      help="'original': KL/(batch*C*H*W) + mean MSE, as the original project did")
+    loss.add_argument("--l1-weight", type=float, default=0.0)
+    loss.add_argument("--ssim-weight", type=float, default=0.0)
+    loss.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
+    loss.add_argument("--kl-warmup", type=float, default=0.2, help="fraction of training over which beta ramps up")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=None, help="default 100")
+    opt.add_argument("--max-time", type=float, default=None, help="stop after this many seconds of training")
+    opt.add_argument("--batch-size", type=int, default=64, help="global batch, split across DDP ranks")
+    opt.add_argument("--lr", type=float, default=1e-3)
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--no-flip", dest="flip", action="store_false")
+    opt.add_argument("--hue-prob", type=float, default=0.8, help="probability of a random hue rotation")
+    opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    opt.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    out = p.add_argument_group("reporting")
+    out.add_argument("--sample-every", type=int, default=10, help="epochs between validation + sample grids")
+    out.add_argument("--checkpoint-interval", type=float, default=60.0,
+                     help="seconds between checkpoints (written at epoch ends, and always at the end)")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    out = Path(args.out)
+    if not args.resume:
+        if not args.data:
+            parser.error("--data is required (unless --resume)")
+        if (out / "checkpoint.pt").exists():
+            parser.error(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        settings = {k: v for k, v in vars(args).items() if k != "resume"}
+        settings["epochs"] = settings["epochs"] or 100
+        return settings
+    config = out / "config.json"
+    if not config.exists():
+        parser.error(f"--resume: {config} not found")
+    settings = json.loads(config.read_text())
+    for key in RESUMABLE:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def parse_filters(items: list[str]) -> dict[str, str]:
+    filters = {}
+    for item in items:
+        column, sep, value = item.partition("=")
+        if not sep or not column:
+            raise SystemExit(f"error: --filter expects COLUMN=VALUE, got '{item}'")
+        filters[column] = value
+    return filters
+
+
+def setup_device(choice: str):
+    """Returns (device, rank, world_size). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but no CUDA GPU is available")
+    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return torch.device("cuda" if use_cuda else "cpu"), 0, 1
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local), rank, world
+    return torch.device("cpu"), rank, world
+
+
+def lr_at(progress: float, base: float, warmup: float = 0.02) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the base rate."""
+    if progress < warmup:
+        return base * progress / warmup
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
+    return batch_uint8.to(device, non_blocking=True).float().div_(255.0)
+
+
+@torch.no_grad()
+def evaluate(vae: VAE, images: torch.Tensor, device, batch_size: int = 64) -> dict:
+    """Validation metrics with deterministic reconstructions (posterior mean), in float32."""
+    vae.eval()
+    sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0, "kl": 0.0}
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size], device)
+        mu, logvar = vae.encoder(x)
+        recon = vae.decoder(mu)
+        sums["mse"] += mse_per_image(recon, x).sum().item()
+        sums["psnr"] += psnr_per_image(recon, x).sum().item()
+        sums["ssim"] += ssim(recon, x).sum().item()
+        sums["kl"] += (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum().item()
+    vae.train()
+    return {k: v / len(images) for k, v in sums.items()}
+
+
+def mean_image_psnr(train: torch.Tensor, val: torch.Tensor) -> float:
+    """The baseline any model must beat: predict the average training image for every photo."""
+    mean = train.float().mean(0, keepdim=True) / 255.0
+    return psnr_per_image(mean.expand(len(val), -1, -1, -1), val.float() / 255.0).mean().item()
+
+
+@torch.no_grad()
+def sample_grid(vae: VAE, val: torch.Tensor, z: torch.Tensor, device, path: Path) -> None:
+    vae.eval()
+    x = to_float(val[: z.shape[0] // 2], device)
+    recon = vae.decoder(vae.encoder(x)[0])
+    samples = vae.decoder(z.to(device))
+    vae.train()
+
+    def rows(t):
+        return (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    half = samples.shape[0] // 2
+    report.image_grid([
+        ("photo", rows(x)),
+        ("recon", rows(recon)),
+        ("sample", rows(samples[:half])),
+        ("sample", rows(samples[half:])),
+    ]).save(path)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    s = resolve_settings(args, parser)
+    out = Path(s["out"])
+    device, rank, world = setup_device(s["device"])
+    master = rank == 0
+    if s["batch_size"] % world:
+        raise SystemExit(f"error: --batch-size {s['batch_size']} does not split across {world} ranks")
+    local_batch = s["batch_size"] // world
+
+    torch.manual_seed(s["seed"] + rank)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = load_dataset(s["data"], s["image_size"], parse_filters(s["filter"]), s["val_fraction"])
+        for w in caught:
+            if master:
+                print(f"warning: {w.message}", file=sys.stderr)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if len(data.train) < 1 or len(data.val) < 1:
+        raise SystemExit(f"error: {s['data']}: need at least 2 readable images (got {len(data.images)})")
+
+    train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
+    val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
+    # Keep the whole (uint8) dataset on the GPU when it fits easily: no loader, no copies.
+    if device.type == "cuda" and train.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
+        train = train.to(device)
+    elif device.type == "cuda":
+        train = train.pin_memory()
+
+    cfg = VAEConfig(s["image_size"], s["latent_dim"], s["base_channels"], s["max_channels"], s["res_blocks"])
+    steps_per_epoch = max(1, len(train) // s["batch_size"])
+    total_steps = s["epochs"] * steps_per_epoch
+    loss_cfg = LossConfig(
+        beta=s["beta"], kl_norm=s["kl_norm"], l1_weight=s["l1_weight"], ssim_weight=s["ssim_weight"],
+        free_bits=s["free_bits"], warmup=s["kl_warmup"],
+    )
+    vae = VAE(cfg).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=s["lr"], betas=(0.9, 0.99), weight_decay=0.0)
+
+    epoch, step, elapsed, history = 0, 0, 0.0, []
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume:
+        state = checkpoint.load(ckpt_path)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
+        torch.set_rng_state(state["rng"])
+        if master:
+            print(f"resumed {out} at epoch {epoch}, step {step}")
+    elif master:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(s, indent=2))
+
+    model = vae
+    if s["compile"]:
+        model = torch.compile(model)
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    fixed_z = torch.randn(16, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
+    (out / "samples").mkdir(exist_ok=True)
+
+    saved_step = -1
+
+    def save_checkpoint():
+        nonlocal saved_step
+        saved_step = step
+        checkpoint.save_atomic({
+            "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+            "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
+            "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
+        }, ckpt_path)
+
+    if master:
+        print(f"{len(train)} training / {len(val)} validation images at {cfg.image_size}px on {device}"
+              f"{f' x{world}' if world > 1 else ''}; {sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M parameters")
+    # With a time budget the step count is unknown: the bar then counts steps without a total.
+    bar = tqdm(total=None if s["max_time"] else total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
+    session_start, session_images = time.perf_counter(), 0
+    start_elapsed, last_ckpt = elapsed, time.perf_counter()
+    stop = False
+    while epoch < s["epochs"] and not stop:
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
+        sums = torch.zeros(3, device=device)
+        for b in range(steps_per_epoch):
+            start = b * s["batch_size"] + rank * local_batch
+            idx = perm[start : start + local_batch].to(train.device)
+            x = augment(to_float(train[idx], device), s["flip"], s["hue_prob"])
+            x = x.contiguous(memory_format=torch.channels_last)
+            progress = max(step / total_steps, elapsed / s["max_time"] if s["max_time"] else 0.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(progress, s["lr"])
+            with autocast:
+                recon, mu, logvar = model(x)
+            loss, parts = vae_loss(x, recon, mu, logvar, loss_cfg, progress)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            sums += torch.stack([loss.detach(), parts["recon"], parts["kl"]])
+            step += 1
+            session_images += local_batch * world
+            elapsed = start_elapsed + time.perf_counter() - session_start
+            bar.update(1)
+            if step % 10 == 0 or b == steps_per_epoch - 1:
+                loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+                rate = session_images / (time.perf_counter() - session_start)
+                bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
+                bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {parts['beta']:.3g} {rate:,.0f} img/s")
+            if s["max_time"] and step % 10 == 0:
+                stop = _agree(elapsed >= s["max_time"], device, world)
+                if stop:
+                    break
+        epoch += 1
+        if not master:
+            continue
+        loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+        entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
+                 "train_recon": mse_v, "train_kl": kl_v}
+        last = stop or epoch == s["epochs"]
+        if epoch % s["sample_every"] == 0 or last:
+            metrics = evaluate(vae, val, device)
+            entry.update({f"val_{k}": v for k, v in metrics.items()})
+            bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
+            frame = out / "samples" / f"epoch_{epoch:04d}.png"
+            sample_grid(vae, val, fixed_z, device, frame)
+            report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
+        history.append(entry)
+        if epoch % s["sample_every"] == 0 or last:
+            report.plot_losses(history, out / "loss.png")
+        if last or time.perf_counter() - last_ckpt >= s["checkpoint_interval"]:
+            save_checkpoint()
+            last_ckpt = time.perf_counter()
+    bar.close()
+
+    result = None
+    if master:
+        if saved_step != step:
+            save_checkpoint()
+        metrics = evaluate(vae, val, device)
+        rate = session_images / max(time.perf_counter() - session_start, 1e-9)
+        result = {
+            "validation": {**metrics, "images": len(val), "mean_image_psnr": mean_image_psnr(train, val.to(train.device))},
+            "training": {"images": len(train), "skipped": len(data.skipped), "epochs": epoch, "steps": step,
+                         "seconds": round(elapsed, 1), "images_per_second": round(rate, 1),
+                         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                         "world_size": world, "data": str(s["data"]), "filter": s["filter"]},
+            "model": cfg.to_dict(), "loss": loss_cfg.to_dict(),
+        }
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        v = result["validation"]
+        print(f"validation: PSNR {v['psnr']:.2f} dB (mean image {v['mean_image_psnr']:.2f}), "
+              f"SSIM {v['ssim']:.3f}, MSE {v['mse']:.5f}, KL {v['kl']:.1f} nats -> {out / 'metrics.json'}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _agree(flag: bool, device, world: int) -> bool:
+    """All ranks stop together: rank 0's clock decides."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+if __name__ == "__main__":
+    main()
