@@ -1,0 +1,135 @@
+"""Run the whole service on this machine: no AWS account, no login, no docker.
+
+    python -m scripts.local_stack [--api-port 3000] [--web-port 8000]
+
+Starts serverless-offline (API Gateway + Lambda emulation running handler.py on the
+bundled model in model/default) and a static server for the web page, waits until
+both answer, prints the page's URL, and stops everything it started on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from scripts.website import site_files
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = "dev"
+
+
+class PageHandler(BaseHTTPRequestHandler):
+    def __init__(self, *args, files: dict, **kwargs):
+        self.files = files
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0].lstrip("/") or "index.html"
+        if path not in self.files:
+            self.send_error(404)
+            return
+        body, kind = self.files[path]
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):  # keep the terminal for the API's log
+        pass
+
+
+def serve_page(host: str, port: int, api_url: str) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), functools.partial(PageHandler, files=site_files(api_url)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start_offline(host: str, api_port: int, lambda_port: int) -> subprocess.Popen:
+    venv = ROOT / ".venv"
+    env = {
+        **os.environ,
+        # serverless-offline runs `python3` from $VIRTUAL_ENV/bin: the project's own venv.
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OFFLINE_HTTP_PORT": str(api_port),
+        "OFFLINE_LAMBDA_PORT": str(lambda_port),
+        "SLS_TELEMETRY_DISABLED": "1",
+        "SLS_NOTIFICATIONS_MODE": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
+    sls = ROOT / "node_modules" / ".bin" / "sls"
+    if not sls.exists():
+        sys.exit(f"error: {sls} is missing: run `npm ci` first")
+    # A process group of its own, so stopping it stops the Python workers it spawned too.
+    return subprocess.Popen([str(sls), "offline", "start", "--stage", STAGE, "--host", host],
+                            cwd=ROOT, env=env, start_new_session=True)
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serverless-offline exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m scripts.local_stack", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-port", type=int, default=3000)
+    p.add_argument("--lambda-port", type=int, default=3002)
+    p.add_argument("--web-port", type=int, default=8000)
+    p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the API to come up")
+    args = p.parse_args(argv)
+
+    api_url = f"http://{args.host}:{args.api_port}/{STAGE}"
+    offline = start_offline(args.host, args.api_port, args.lambda_port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        wait_for(f"{api_url}/health", offline, args.timeout)
+        page = serve_page(args.host, args.web_port, api_url)
+        print(f"\n  API:  {api_url}  (routes: /health /reconstruct /sample /interpolate)", flush=True)
+        print(f"  Page: http://{args.host}:{args.web_port}/\n\n  Ctrl-C stops both.", flush=True)
+        while offline.poll() is None:
+            time.sleep(0.5)
+        page.shutdown()
+        sys.exit(f"error: serverless-offline stopped (code {offline.returncode})")
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
+    except RuntimeError as exc:
+        sys.exit(f"error: {exc}")
+    finally:
+        stop(offline)
+
+
+if __name__ == "__main__":
+    main()
