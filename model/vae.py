@@ -23,8 +23,8 @@ BOTTOM = 4  # spatial size the encoder reduces every image size to
 class VAEConfig:
     image_size: int = 128
     latent_dim: int = 256
-    base_channels: int = 32  # width of the first stage; doubles each stage...
-    max_channels: int = 256  # ...up to this width
+    base_channels: int = 16  # width of the first stage; doubles each stage...
+    max_channels: int = 128  # ...up to this width
     res_blocks: int = 1  # residual blocks per stage, in encoder and decoder
 
     def __post_init__(self):

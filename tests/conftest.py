@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CAR_DATA", ROOT.parent / "shared" / "data"))
 BUNDLED_MODEL = ROOT / "model" / "default"
 sys.path.insert(0, str(ROOT))
+# HANDLER_ROOT points the handler tests at another copy of handler.py + model/, such as
+# the unzipped Lambda package (tests/test_packaging.py runs them that way on Python 3.12).
+if os.environ.get("HANDLER_ROOT"):
+    sys.path.insert(0, os.environ["HANDLER_ROOT"])
 
 try:
     import torch  # noqa: F401
@@ -33,13 +37,17 @@ def catalogue_rows(split: str = "val") -> list[dict]:
     return sorted(rows, key=lambda r: r["file"])
 
 
-@pytest.fixture(scope="session")
-def real_photos() -> list[Path]:
+def real_photo_paths() -> list[Path]:
     """A few real catalogue photos (validation split), red and otherwise."""
     rows = catalogue_rows()
     red = [r for r in rows if r["file"].startswith("cars-red/")][:3]
     other = [r for r in rows if r["file"].startswith("stanford-cars/")][:3]
     return [SHARED_DATA / r["file"] for r in red + other]
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[Path]:
+    return real_photo_paths()
 
 
 @pytest.fixture(scope="session")
