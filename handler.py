@@ -19,6 +19,7 @@ import os
 import time
 import uuid
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 from requests_toolbelt.multipart import decoder as multipart
 
@@ -84,7 +85,10 @@ def read_body(event: dict) -> bytes:
         except (binascii.Error, ValueError):
             raise HttpError(400, "bad_request", "the request body is not valid base64") from None
     else:
-        data = body.encode("utf-8", "surrogateescape")
+        try:
+            data = body.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which a JSON event can carry
+            raise HttpError(400, "bad_request", "the request body is not valid UTF-8 text") from None
     if len(data) > MAX_BODY_BYTES:
         raise _too_large()
     return data
@@ -99,15 +103,22 @@ def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
     content_type = headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
         raise HttpError(415, "unsupported_media_type", "send the image as multipart/form-data")
+    if not content_type.isascii():  # the email parser cannot read non-ASCII header values
+        raise HttpError(400, "bad_multipart", "the Content-Type header must be plain ASCII")
     params = Message()
     params["content-type"] = content_type
-    if not params.get_param("boundary"):
+    boundary = params.get_param("boundary")
+    if isinstance(boundary, tuple):  # RFC 2231 form: boundary*=utf-8''xyz
+        boundary = collapse_rfc2231_value(boundary)
+    if not boundary:
         raise HttpError(400, "bad_multipart", "the multipart Content-Type has no boundary")
     body = read_body(event)
     if not body:
         raise HttpError(400, "empty_body", "the request body is empty")
     try:
-        parts = multipart.MultipartDecoder(body, content_type).parts
+        # requests-toolbelt finds the boundary with a naive split of the header and crashes
+        # when it finds none; hand it the boundary parsed above instead.
+        parts = multipart.MultipartDecoder(body, f"multipart/form-data; boundary={boundary}").parts
     except (multipart.ImproperBodyPartContentException, multipart.NonMultipartContentTypeException,
             ValueError, LookupError) as exc:
         raise HttpError(400, "bad_multipart", f"the multipart body is malformed ({exc})") from None
@@ -152,6 +163,8 @@ def json_object(event: dict, headers: dict[str, str]) -> dict:
         raise HttpError(400, "bad_json", "the JSON body is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError):
         raise HttpError(400, "bad_json", "the body is not valid JSON") from None
+    except ValueError:  # an integer over Python's 4300-digit limit (int_max_str_digits)
+        raise HttpError(400, "bad_json", "a number in the JSON body has too many digits") from None
     if not isinstance(value, dict):
         raise HttpError(400, "bad_json", "the JSON body must be an object like {\"n\": 8}")
     return value

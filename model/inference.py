@@ -39,9 +39,12 @@ def bounded_int(value, name: str, low: int, high: int) -> int:
 
 
 def bounded_float(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"'{name}' must be a number from {low} to {high}")
-    if not low <= value <= high:
+    # Only floats can be NaN or infinite; math.isfinite(10**400) would overflow instead.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"'{name}' must be a number from {low} to {high}")
+    if not low <= value <= high:  # exact for ints of any size
         raise InputError(f"'{name}' must be from {low} to {high}, not {value}", "out_of_range")
     return float(value)
 

@@ -58,12 +58,12 @@ def rest_event(method: str, path: str, body: bytes | str | None = None, headers:
     }
 
 
-def multipart_body(fields: dict) -> tuple[bytes, str]:
-    """fields: name -> bytes (sent as a file) or str (sent as a text field)."""
+def multipart_body(fields: dict, boundary: str | None = None) -> tuple[bytes, str]:
+    """fields: name -> bytes (sent as a file) or str (sent as a text field); a random boundary unless given."""
     encoder = MultipartEncoder(fields={
         name: (f"{name}.jpg", value, "image/jpeg") if isinstance(value, bytes) else value
         for name, value in fields.items()
-    })
+    }, boundary=boundary)
     return encoder.to_string(), encoder.content_type
 
 

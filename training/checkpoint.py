@@ -21,6 +21,9 @@ def save_atomic(state: dict, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getbuffer()
+    # Leftovers of a writer that was killed mid-write are never read; clear them away.
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:

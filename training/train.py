@@ -90,6 +90,7 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if not config.exists():
         parser.error(f"--resume: {config} not found")
     settings = json.loads(config.read_text())
+    settings["out"] = str(out)  # the run folder may have been moved since
     for key in RESUMABLE:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
@@ -132,6 +133,20 @@ def lr_at(progress: float, base: float, warmup: float = 0.02) -> float:
 
 def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
     return batch_uint8.to(device, non_blocking=True).float().div_(255.0)
+
+
+def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
+    """One optimisation step on a uint8 batch: augment on the device, forward in bf16 on GPUs, update."""
+    x = augment(to_float(batch_uint8, device), s["flip"], s["hue_prob"])
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast:
+        recon, mu, logvar = model(x)
+    loss, parts = vae_loss(x, recon, mu, logvar, loss_cfg, progress)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.detach(), parts
 
 
 @torch.no_grad()
@@ -222,7 +237,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     epoch, step, elapsed, history = 0, 0, 0.0, []
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
-        state = checkpoint.load(ckpt_path)
+        try:
+            state = checkpoint.load(ckpt_path)
+        except Exception as exc:  # truncated, corrupt or not a checkpoint at all
+            raise SystemExit(f"error: {ckpt_path} cannot be loaded ({exc.__class__.__name__}: {str(exc)[:200]})") from None
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
@@ -267,19 +285,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         for b in range(steps_per_epoch):
             start = b * s["batch_size"] + rank * local_batch
             idx = perm[start : start + local_batch].to(train.device)
-            x = augment(to_float(train[idx], device), s["flip"], s["hue_prob"])
-            x = x.contiguous(memory_format=torch.channels_last)
             progress = max(step / total_steps, elapsed / s["max_time"] if s["max_time"] else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, s["lr"])
-            with autocast:
-                recon, mu, logvar = model(x)
-            loss, parts = vae_loss(x, recon, mu, logvar, loss_cfg, progress)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            sums += torch.stack([loss.detach(), parts["recon"], parts["kl"]])
+            loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast)
+            sums += torch.stack([loss, parts["recon"], parts["kl"]])
             step += 1
             session_images += local_batch * world
             elapsed = start_elapsed + time.perf_counter() - session_start
