@@ -1,0 +1,69 @@
+"""Publish the web page to the website bucket of a deployed stack.
+
+    python -m scripts.publish_web --stage dev [--region us-east-1]
+    python -m scripts.publish_web --bucket NAME --api-url https://.../dev
+
+With --stage, the bucket and the API's URL come from the CloudFormation outputs of
+`sls deploy` (WebBucketName, ServiceEndpoint). Uploads web/, jQuery and a config.js
+that points the page at the API, then prints the website's URL.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scripts.website import site_files
+
+SERVICE = "car-vae"
+NO_CACHE = {"index.html", "config.js"}  # must change as soon as a new deploy publishes
+
+
+def stack_outputs(stage: str, region: str | None) -> dict[str, str]:
+    import boto3
+
+    stack = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=f"{SERVICE}-{stage}")
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0].get("Outputs", [])}
+
+
+def publish(bucket: str, api_url: str, region: str | None = None) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", region_name=region)
+    keys = []
+    for key, (body, kind) in site_files(api_url).items():
+        cache = "no-cache" if key in NO_CACHE else "public, max-age=300"
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind, CacheControl=cache)
+        keys.append(key)
+    return keys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m scripts.publish_web", description=__doc__.split("\n\n")[0])
+    p.add_argument("--stage", help="read bucket and API URL from the car-vae-STAGE stack's outputs")
+    p.add_argument("--region")
+    p.add_argument("--bucket", help="website bucket (instead of --stage)")
+    p.add_argument("--api-url", help="API base URL, e.g. https://abc.execute-api.us-east-1.amazonaws.com/dev")
+    args = p.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        website = None
+        if args.stage:
+            outputs = stack_outputs(args.stage, args.region)
+            bucket = args.bucket or outputs.get("WebBucketName")
+            api_url = args.api_url or outputs.get("ServiceEndpoint")
+            website = outputs.get("WebsiteURL")
+        else:
+            bucket, api_url = args.bucket, args.api_url
+        if not bucket or not api_url:
+            p.error("give --stage, or both --bucket and --api-url")
+        keys = publish(bucket, api_url, args.region)
+    except (BotoCoreError, ClientError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"published {len(keys)} files to s3://{bucket} (API {api_url})")
+    if website:
+        print(f"open {website}")
+
+
+if __name__ == "__main__":
+    main()

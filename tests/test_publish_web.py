@@ -1,0 +1,84 @@
+"""Publishing the page to S3, against moto_server as a real local S3/CloudFormation endpoint."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory):
+    port = free_port()
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch):
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **env}
+
+
+def run_publish(env, *args):
+    return subprocess.run([sys.executable, "-m", "scripts.publish_web", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_publish_with_explicit_bucket(aws_env):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="site-explicit")
+    proc = run_publish(aws_env, "--bucket", "site-explicit", "--api-url", "https://api.example/dev/")
+    assert proc.returncode == 0, proc.stderr
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="site-explicit")["Contents"]}
+    assert {"index.html", "config.js", "vendor/jquery.min.js"} <= keys
+    assert not any(k.endswith(".py") for k in keys)
+    config = s3.get_object(Bucket="site-explicit", Key="config.js")
+    assert b'"apiBaseUrl": "https://api.example/dev"' in config["Body"].read()
+    assert config["CacheControl"] == "no-cache"
+    assert s3.head_object(Bucket="site-explicit", Key="index.html")["ContentType"].startswith("text/html")
+    jquery = s3.get_object(Bucket="site-explicit", Key="vendor/jquery.min.js")["Body"].read()
+    assert jquery == (ROOT / "node_modules/jquery/dist/jquery.min.js").read_bytes()
+
+
+def test_publish_reads_the_stack_outputs(aws_env):
+    boto3.client("s3").create_bucket(Bucket="site-from-stack")
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {
+            "WebBucketName": {"Value": "site-from-stack"},
+            "ServiceEndpoint": {"Value": "https://abc.execute-api.us-east-1.amazonaws.com/test"},
+            "WebsiteURL": {"Value": "http://site-from-stack.s3-website-us-east-1.amazonaws.com"},
+        },
+    }
+    boto3.client("cloudformation").create_stack(StackName="car-vae-test", TemplateBody=json.dumps(template))
+    proc = run_publish(aws_env, "--stage", "test")
+    assert proc.returncode == 0, proc.stderr
+    assert "open http://site-from-stack.s3-website" in proc.stdout
+    body = boto3.client("s3").get_object(Bucket="site-from-stack", Key="config.js")["Body"].read()
+    assert b"abc.execute-api.us-east-1.amazonaws.com/test" in body
+
+
+def test_publish_errors_are_clear(aws_env):
+    proc = run_publish(aws_env, "--bucket", "no-such-bucket", "--api-url", "https://x/dev")
+    assert proc.returncode != 0 and "NoSuchBucket" in proc.stderr and "Traceback" not in proc.stderr
+    missing = run_publish(aws_env, "--stage", "nope")
+    assert missing.returncode != 0 and "car-vae-nope" in missing.stderr

@@ -1,0 +1,301 @@
+/* Car VAE page: three panels over the JSON API (see handler.py for the routes).
+ * Plain jQuery, no build step. Images come back as base64 PNG strings. */
+(function ($) {
+  "use strict";
+
+  // ?api=URL wins over config.js (written by the local server or the S3 publisher).
+  const API = (new URLSearchParams(location.search).get("api") ||
+               (window.CAR_VAE_CONFIG || {}).apiBaseUrl || "").trim().replace(/\/+$/, "");
+
+  // Refined from GET /health. Lambda refuses synchronous requests over 6 MB.
+  const limits = { maxBodyBytes: 6 * 1024 * 1024 };
+
+  // Photos straight off a phone are several MB while the model looks at ~128 px: files
+  // over SHRINK_ABOVE are scaled down in the browser before upload (faster, and under
+  // the body limit, which on AWS counts the upload base64-encoded, i.e. 4/3 larger).
+  const SHRINK_ABOVE = 2 * 1024 * 1024;
+  const SHRINK_TO = 1024;
+
+  class ApiError extends Error {}
+
+  const png = (b64) => "data:image/png;base64," + b64;
+  const mb = (bytes) => (bytes / (1024 * 1024)).toFixed(1) + " MB";
+
+  // The API writes messages in lower case for embedding; show them as sentences.
+  function sentence(text) {
+    text = String(text).trim();
+    return text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
+  }
+
+  /* One API call. Resolves with the parsed JSON body; rejects with an ApiError whose
+   * message is fit to show (the API's own message when it sent one). */
+  function call(method, path, data) {
+    const options = { url: API + path, method: method, dataType: "text", timeout: 90000 };
+    if (data instanceof FormData) {
+      Object.assign(options, { data: data, processData: false, contentType: false });
+    } else if (data) {
+      Object.assign(options, { data: JSON.stringify(data), contentType: "application/json" });
+    }
+    return new Promise((resolve, reject) => {
+      $.ajax(options)
+        .done((text, _status, xhr) => {
+          const body = parseJson(text);
+          if (body && typeof body === "object") resolve(body);
+          else reject(new ApiError(`The server sent an unexpected reply (HTTP ${xhr.status}). Please try again later.`));
+        })
+        .fail((xhr, status) => reject(new ApiError(failureMessage(xhr, status))));
+    });
+  }
+
+  function parseJson(text) {
+    try { return JSON.parse(text); } catch (e) { return null; }
+  }
+
+  function failureMessage(xhr, status) {
+    if (status === "timeout") return "The server took too long to answer. Please try again in a moment.";
+    // Status 0: no answer at all (offline, server down, DNS, or a CORS refusal).
+    if (xhr.status === 0) return `Could not reach the service at ${API}. Check your connection and try again.`;
+    const body = parseJson(xhr.responseText);
+    if (body && body.error && body.error.message) return sentence(body.error.message);
+    if (xhr.status === 413) return "The upload is too large. Please choose a smaller photo.";
+    return `The server sent an unexpected reply (HTTP ${xhr.status}). Please try again later.`;
+  }
+
+  // Errors from our own code (say, a reply missing a field) get a generic message.
+  function messageOf(error) {
+    if (error instanceof ApiError) return error.message;
+    console.error(error);
+    return "Something went wrong while showing the result. Please try again.";
+  }
+
+  function showError(panel, message) {
+    $(panel ? `#${panel}-error` : "#error").text(message || "").prop("hidden", !message);
+  }
+
+  // While a panel's request runs: controls disabled, spinner shown.
+  function setBusy(panel, on) {
+    const $panel = $("#" + panel);
+    $panel.toggleClass("busy", on).attr("aria-busy", String(on));
+    $panel.find("input, button").prop("disabled", on);
+    $(`#${panel}-status`).prop("hidden", !on);
+    if (!on) updateMorphButton();
+  }
+
+  /* Scales a big photo down (on white, like the server does with transparency) and
+   * returns a JPEG blob; anything the browser cannot decode is sent as-is so that the
+   * server can say what is wrong with it. */
+  async function shrink(file) {
+    if (file.size <= SHRINK_ABOVE || !window.createImageBitmap) return file;
+    try {
+      const bitmap = await createImageBitmap(file); // EXIF orientation applied
+      const scale = Math.min(1, SHRINK_TO / Math.max(bitmap.width, bitmap.height));
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      const context = canvas.getContext("2d");
+      context.fillStyle = "#fff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+      return blob || file;
+    } catch (e) {
+      return file;
+    }
+  }
+
+  async function photoForm(fields) {
+    const form = new FormData();
+    let total = 0;
+    for (const [name, value] of Object.entries(fields)) {
+      if (value instanceof Blob) {
+        const blob = await shrink(value);
+        total += blob.size;
+        form.append(name, blob, value.name || name);
+      } else {
+        form.append(name, value);
+      }
+    }
+    if (total > limits.maxBodyBytes) {
+      throw new ApiError(`The upload is ${mb(total)}; the limit is ${mb(limits.maxBodyBytes)}. Please choose a smaller photo.`);
+    }
+    return form;
+  }
+
+  // A file picker inside a drop zone; both hand the chosen file to onFile.
+  function fileInput(zone, onFile) {
+    const $zone = $(zone);
+    $zone.on("dragenter dragover", (e) => {
+      e.preventDefault();
+      $zone.addClass("over");
+    }).on("dragleave drop", () => $zone.removeClass("over"))
+      .on("drop", (e) => {
+        e.preventDefault();
+        const file = e.originalEvent.dataTransfer.files[0];
+        if (file && !$zone.closest(".panel").hasClass("busy")) onFile(file);
+      });
+    $zone.find("input[type=file]").on("change", function () {
+      if (this.files[0]) onFile(this.files[0]);
+      this.value = ""; // so choosing the same file again still fires "change"
+    });
+  }
+
+  function intField(selector) {
+    const text = String($(selector).val()).trim();
+    return text === "" ? undefined : Number(text);
+  }
+
+  // ---- Reconstruct ------------------------------------------------------------------
+
+  async function reconstruct(file) {
+    showError("recon", "");
+    $("#recon-output").prop("hidden", true);
+    setBusy("recon", true);
+    try {
+      const result = await call("POST", "/reconstruct", await photoForm({ image: file }));
+      $("#recon-input").attr("src", png(result.input));
+      $("#recon-result").attr("src", png(result.reconstruction));
+      $("#recon-psnr").text(Number(result.psnr).toFixed(1));
+      $("#recon-output").prop("hidden", false);
+    } catch (error) {
+      showError("recon", messageOf(error));
+    } finally {
+      setBusy("recon", false);
+    }
+  }
+
+  // ---- Sample -----------------------------------------------------------------------
+
+  async function sample() {
+    const body = { temperature: Number($("#sample-temp").val()) };
+    const n = intField("#sample-n"), seed = intField("#sample-seed");
+    if (n !== undefined) body.n = n;
+    if (seed !== undefined) body.seed = seed; // no seed: the server picks one and returns it
+    showError("sample", "");
+    $("#sample-grid").empty();
+    setBusy("sample", true);
+    try {
+      const result = await call("POST", "/sample", body);
+      $("#sample-seed").val(result.seed);
+      $("#sample-grid").append(result.images.map((b64, i) =>
+        $("<img>", { class: "gen", src: png(b64), alt: `Sampled car ${i + 1}` })));
+    } catch (error) {
+      showError("sample", messageOf(error));
+    } finally {
+      setBusy("sample", false);
+    }
+  }
+
+  // ---- Morph ------------------------------------------------------------------------
+
+  const morph = { files: { a: null, b: null }, frames: [], timer: null, direction: 1 };
+
+  function chooseMorphFile(slot, file) {
+    morph.files[slot] = file;
+    const $zone = $(`#morph-${slot}-drop`);
+    const $preview = $zone.find(".preview");
+    if ($preview.attr("src")) URL.revokeObjectURL($preview.attr("src"));
+    $preview.attr("src", URL.createObjectURL(file)).prop("hidden", false);
+    $zone.find(".dropzone-text small").text(file.name);
+    updateMorphButton();
+  }
+
+  function updateMorphButton() {
+    const ready = morph.files.a && morph.files.b && !$("#morph").hasClass("busy") && API;
+    $("#morph-button").prop("disabled", !ready);
+  }
+
+  function showFrame(index) {
+    $("#morph-view").attr("src", morph.frames[index]);
+    $("#morph-slider").val(index);
+    $("#morph-frame").text(`${index + 1} / ${morph.frames.length}`);
+    $("#morph-strip img").removeClass("current").eq(index).addClass("current");
+  }
+
+  // Play bounces between the two cars until stopped.
+  function togglePlay(on) {
+    clearInterval(morph.timer);
+    morph.timer = null;
+    if (on && morph.frames.length > 1) {
+      morph.timer = setInterval(() => {
+        let index = Number($("#morph-slider").val()) + morph.direction;
+        if (index < 0 || index >= morph.frames.length) {
+          morph.direction = -morph.direction;
+          index += 2 * morph.direction;
+        }
+        showFrame(index);
+      }, 180);
+    }
+    $("#morph-play").text(morph.timer ? "❚❚" : "▶").attr("aria-label", morph.timer ? "Pause" : "Play");
+  }
+
+  async function interpolate() {
+    togglePlay(false);
+    showError("morph", "");
+    $("#morph-output").prop("hidden", true);
+    setBusy("morph", true);
+    try {
+      const steps = intField("#morph-steps");
+      const fields = { a: morph.files.a, b: morph.files.b };
+      if (steps !== undefined) fields.steps = String(steps);
+      const result = await call("POST", "/interpolate", await photoForm(fields));
+      morph.frames = result.images.map(png);
+      $("#morph-slider").attr("max", morph.frames.length - 1);
+      const strip = morph.frames.map((src, i) =>
+        $("<img>", { class: "gen", src: src, alt: `Frame ${i + 1}`, "data-index": i }));
+      $("#morph-strip").empty().append(strip)
+        .css("--strip-cols", String(Math.max(4, Math.ceil(strip.length / 2)))); // two rows on wide screens
+      $("#morph-output").prop("hidden", false);
+      showFrame(0);
+    } catch (error) {
+      showError("morph", messageOf(error));
+    } finally {
+      setBusy("morph", false);
+    }
+  }
+
+  // ---- Start ------------------------------------------------------------------------
+
+  async function loadHealth() {
+    try {
+      const health = await call("GET", "/health");
+      const model = health.model, metrics = model.metrics || {};
+      let info = `Model: ${model.image_size}×${model.image_size} px · ${model.latent_dim}-dimensional latent`;
+      if (typeof metrics.psnr === "number") info += ` · validation PSNR ${metrics.psnr.toFixed(1)} dB`;
+      $("#model-info").text(info);
+      const l = health.limits || {};
+      if (l.max_body_bytes) limits.maxBodyBytes = l.max_body_bytes;
+      if (l.max_samples) $("#sample-n").attr("max", l.max_samples);
+      if (l.steps) $("#morph-steps").attr({ min: l.steps[0], max: l.steps[1] });
+    } catch (error) {
+      $("#model-info").text("Model: unavailable");
+      showError("", messageOf(error));
+    }
+  }
+
+  $(function () {
+    // A file dropped outside a drop zone would otherwise replace the page.
+    $(document).on("dragover drop", (e) => e.preventDefault());
+
+    fileInput("#recon-drop", reconstruct);
+    fileInput("#morph-a-drop", (file) => chooseMorphFile("a", file));
+    fileInput("#morph-b-drop", (file) => chooseMorphFile("b", file));
+
+    $("#sample-form").on("submit", (e) => { e.preventDefault(); sample(); });
+    $("#sample-random").on("click", () => { $("#sample-seed").val(""); sample(); });
+    $("#sample-temp").on("input", function () { $("#sample-temp-value").text(Number(this.value).toFixed(1)); });
+
+    $("#morph-form").on("submit", (e) => { e.preventDefault(); interpolate(); });
+    $("#morph-slider").on("input", function () { togglePlay(false); showFrame(Number(this.value)); });
+    $("#morph-strip").on("click", "img", function () { togglePlay(false); showFrame(Number($(this).data("index"))); });
+    $("#morph-play").on("click", () => togglePlay(!morph.timer));
+
+    if (!API) {
+      showError("", "This page does not know where the API is. Open it with ?api=https://…/dev " +
+                    "added to the address, or publish it together with its config.js.");
+      $(".panel").find("input, button").prop("disabled", true);
+      $("#model-info").text("Model: not connected");
+      return;
+    }
+    loadHealth();
+  });
+})(jQuery);
