@@ -93,3 +93,20 @@ def tiny_model_dir(tmp_path_factory, tiny_run) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     export(tiny_run, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    """One local stack (serverless-offline + page server) for every test that needs it; at the
+    end it must stop cleanly on Ctrl-C, leaving no process or port behind."""
+    from tests.stack import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("stack") / "local_stack.log")
+    try:
+        stack.wait_ready()
+    except RuntimeError as exc:
+        stack.stop()
+        pytest.fail(str(exc))
+    yield stack
+    problems = stack.stop()
+    assert not problems, f"{problems}\n{stack.log_tail()}"

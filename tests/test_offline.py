@@ -1,0 +1,41 @@
+"""Through serverless-offline (API Gateway + Lambda emulation) over real HTTP."""
+import base64
+import io
+
+import numpy as np
+import requests
+from PIL import Image
+
+ORIGIN = {"Origin": "http://localhost:8000"}
+
+
+def test_multipart_upload_over_http_returns_a_reconstruction(local_stack, real_photos):
+    size = requests.get(f"{local_stack.api}/health", timeout=60).json()["model"]["image_size"]
+    with open(real_photos[1], "rb") as photo:
+        response = requests.post(f"{local_stack.api}/reconstruct", files={"image": ("car.jpg", photo, "image/jpeg")},
+                                 headers=ORIGIN, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN["Origin"])
+    body = response.json()
+    recon = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["reconstruction"]))))
+    assert recon.shape == (size, size, 3) and recon.std() > 5
+
+
+def test_sample_and_interpolate_over_http(local_stack, real_photos):
+    sample = requests.post(f"{local_stack.api}/sample", json={"n": 3, "seed": 11}, headers=ORIGIN, timeout=60)
+    assert sample.status_code == 200 and len(sample.json()["images"]) == 3
+    with open(real_photos[0], "rb") as a, open(real_photos[4], "rb") as b:
+        morph = requests.post(f"{local_stack.api}/interpolate", files={"a": a, "b": b}, data={"steps": "4"},
+                              headers=ORIGIN, timeout=60)
+    assert morph.status_code == 200 and len(morph.json()["images"]) == 4
+
+
+def test_errors_over_http_are_json_with_cors(local_stack):
+    bad = requests.post(f"{local_stack.api}/reconstruct", files={"image": ("notes.txt", b"hello", "text/plain")},
+                        headers=ORIGIN, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_an_image"
+    assert bad.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN["Origin"])
+    preflight = requests.options(f"{local_stack.api}/reconstruct", timeout=60,
+                                 headers={**ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN["Origin"])
