@@ -1,0 +1,195 @@
+"""Faults in serving: the model missing, corrupt or of an unknown format version; S3
+unreachable or denying access. Each gives a clear 503 JSON error naming the cause, and
+the first request after the cause is gone succeeds: same process, no restart.
+
+S3 here is a real HTTP endpoint (moto's server on loopback), reached through the same
+boto3 client the Lambda uses, with IAM checks switched on for the access-denied case.
+"""
+import json
+import shutil
+
+import boto3
+import pytest
+import requests
+
+import handler
+from tests.conftest import BUNDLED_MODEL
+from tests.stack import free_port
+from tests.events import Context, json_event, rest_event
+
+
+def call(event):
+    response = handler.handler(event, Context())
+    assert response["headers"]["Access-Control-Allow-Origin"]
+    return response["statusCode"], json.loads(response["body"])
+
+
+def health():
+    return call(rest_event("GET", "/health"))
+
+
+def assert_unavailable(reply, *words):
+    status, body = reply
+    assert status == 503 and body["error"]["code"] == "model_unavailable", body
+    assert body["request_id"] and "Traceback" not in body["error"]["message"]
+    for word in words:
+        assert word in body["error"]["message"], body
+
+
+def assert_serving(source_prefix: str):
+    status, body = health()
+    assert status == 200 and body["model"]["source"].startswith(source_prefix), body
+    status, body = call(json_event("/sample", {"n": 2, "seed": 3}))
+    assert status == 200 and len(body["images"]) == 2
+
+
+@pytest.fixture
+def fresh_handler(monkeypatch):
+    """The handler as a new container sees it: no model loaded, no S3 settings."""
+    for key in ("MODEL_BUCKET", "MODEL_PREFIX", "MODEL_VERSION", "MODEL_DIR", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    handler.reset_model()
+    yield monkeypatch
+    handler.reset_model()  # later tests load the bundled model again
+
+
+@pytest.fixture
+def local_model(tmp_path, fresh_handler):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.json", "encoder.onnx", "decoder.onnx"):
+        shutil.copy(BUNDLED_MODEL / name, folder / name)
+    fresh_handler.setenv("MODEL_DIR", str(folder))
+    return folder
+
+
+# ---- a local model directory ---------------------------------------------------------
+
+def test_a_missing_model_file_is_a_503_until_it_is_back(local_model):
+    saved = (local_model / "decoder.onnx").read_bytes()
+    (local_model / "decoder.onnx").unlink()
+    assert_unavailable(health(), "decoder.onnx", "missing")
+    assert_unavailable(call(json_event("/sample", {"n": 1})), "decoder.onnx")  # every request retries
+    (local_model / "decoder.onnx").write_bytes(saved)
+    assert_serving("local:")
+
+
+def test_a_missing_model_directory_is_a_503(fresh_handler, tmp_path):
+    fresh_handler.setenv("MODEL_DIR", str(tmp_path / "nowhere"))
+    assert_unavailable(health(), "no model.json")
+
+
+def test_a_corrupt_model_file_is_a_503_until_it_is_replaced(local_model):
+    path = local_model / "encoder.onnx"
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = b"\x00" * 64
+    path.write_bytes(bytes(damaged))
+    assert_unavailable(health(), "encoder.onnx", "corrupt")
+    path.write_bytes(good[: len(good) // 3])  # truncated, as by an interrupted copy
+    assert_unavailable(health(), "encoder.onnx", "corrupt")
+    path.write_bytes(good)
+    assert_serving("local:")
+
+
+def test_an_unreadable_model_json_is_a_503(local_model):
+    meta = local_model / "model.json"
+    good = meta.read_text()
+    meta.write_text(good[:100])
+    assert_unavailable(health(), "model.json", "unreadable")
+    meta.write_text(good)
+    assert_serving("local:")
+
+
+def test_an_unknown_format_version_is_a_503_until_a_supported_model_is_back(local_model):
+    meta = local_model / "model.json"
+    good = meta.read_text()
+    meta.write_text(json.dumps({**json.loads(good), "format_version": 99}))
+    assert_unavailable(health(), "format version 99", "not supported")
+    meta.write_text(good)
+    assert_serving("local:")
+
+
+# ---- S3 --------------------------------------------------------------------------------
+
+BUCKET, PREFIX = "car-vae-models", "prod"
+
+
+@pytest.fixture
+def s3_settings(fresh_handler):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    fresh_handler.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    fresh_handler.setenv("AWS_ENDPOINT_URL_IAM", endpoint)
+    fresh_handler.setenv("AWS_ACCESS_KEY_ID", "testing")
+    fresh_handler.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fresh_handler.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fresh_handler.setenv("MODEL_BUCKET", BUCKET)
+    fresh_handler.setenv("MODEL_PREFIX", PREFIX)
+    return port, endpoint
+
+
+@pytest.fixture
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    servers = []
+
+    def start(port: int):
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def publish_bundled_model() -> str:
+    """`python -m training.upload model/default s3://BUCKET/PREFIX`, against the endpoint in the environment."""
+    from training.upload import upload
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return upload(BUNDLED_MODEL, f"s3://{BUCKET}/{PREFIX}", s3)
+
+
+def test_s3_unreachable_is_a_503_until_it_answers(s3_settings, moto_server):
+    port, endpoint = s3_settings
+    assert_unavailable(health(), "S3 is unreachable", f"s3://{BUCKET}/{PREFIX}")  # nothing listens on the port
+    moto_server(port)
+    version = publish_bundled_model()
+    assert_serving(f"s3://{BUCKET}/{PREFIX}/versions/{version}/")
+
+
+def test_s3_denying_access_is_a_503_until_the_role_may_read_the_model(s3_settings, moto_server):
+    port, endpoint = s3_settings
+    moto_server(port)
+    version = publish_bundled_model()
+    iam = boto3.client("iam")
+    keys = {}
+    for user in ("admin", "lambda"):
+        iam.create_user(UserName=user)
+        keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    # From here on, moto checks every request's credentials and IAM policies.
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+
+    lambda_credentials = {"AWS_ACCESS_KEY_ID": keys["lambda"]["AccessKeyId"],
+                       "AWS_SECRET_ACCESS_KEY": keys["lambda"]["SecretAccessKey"]}
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in lambda_credentials.items():
+            env.setenv(key, value)
+        env.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the first credentials
+        assert_unavailable(health(), "S3 refused", "AccessDenied")
+
+        # The statement serverless.yml gives the function's role: GetObject on the model prefix only.
+        admin = boto3.client("iam", aws_access_key_id=keys["admin"]["AccessKeyId"],
+                             aws_secret_access_key=keys["admin"]["SecretAccessKey"])
+        admin.put_user_policy(UserName="lambda", PolicyName="read-model", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"],
+                           "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"}]}))
+        assert_serving(f"s3://{BUCKET}/{PREFIX}/versions/{version}/")
