@@ -9,7 +9,8 @@ import urllib.request
 import boto3
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.stack import free_port
 
 
 @pytest.fixture(scope="module")
