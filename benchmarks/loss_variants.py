@@ -1,0 +1,65 @@
+"""Compare training recipes on the same data and the same time budget.
+
+    python -m benchmarks.loss_variants                                  # 64 px, 300 s each, on this machine
+    python -m benchmarks.loss_variants --image-size 128 --seconds 200   # the issue's GPU setting
+
+Each variant is a real `training.train` run on the catalogue set of ../shared/data
+(white_background=1, the manifest's fixed validation split) with a wall-clock budget
+(--max-time); the table reports validation PSNR/SSIM/KL and the mean-image baseline.
+Writes benchmarks/results/loss_variants_<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import ROOT, save
+from training.train import main as train
+
+VARIANTS = {
+    "default (beta 0.02 per image, KL warm-up)": [],
+    "original project's loss (mean MSE + KL/(B*C*H*W))": ["--kl-norm", "original", "--kl-warmup", "0"],
+    "default + L1 + SSIM terms": ["--l1-weight", "0.5", "--ssim-weight", "0.2"],
+    "default + free bits (0.1 nats/dim)": ["--free-bits", "0.1"],
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loss_variants", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--only", nargs="*", help="substrings of the variants to run")
+    args = p.parse_args(argv)
+
+    results = {}
+    for name, flags in VARIANTS.items():
+        if args.only and not any(s in name for s in args.only):
+            continue
+        run = Path(tempfile.mkdtemp(prefix="variant-")) / "run"
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar; the summary line is on stdout
+            metrics = train(["--data", args.data, "--filter", "white_background=1", "--out", str(run),
+                             "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+                             "--max-time", str(args.seconds), "--epochs", "100000", "--sample-every", "100000",
+                             "--checkpoint-interval", "1e9", *flags])
+        v, t = metrics["validation"], metrics["training"]
+        results[name] = {"flags": flags, "val_psnr": round(v["psnr"], 2), "val_ssim": round(v["ssim"], 3),
+                         "val_kl": round(v["kl"], 1), "mean_image_psnr": round(v["mean_image_psnr"], 2),
+                         "epochs": t["epochs"], "seconds": t["seconds"], "images_per_second": t["images_per_second"],
+                         "run": str(run)}
+        print(f"{name:55s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:7.1f}  ({t['epochs']} epochs)",
+              flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = save(f"loss_variants_{device}", {"image_size": args.image_size, "seconds_each": args.seconds,
+                                            "batch_size": args.batch_size, "variants": results})
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()
