@@ -120,3 +120,31 @@ def test_a_damaged_checkpoint_is_refused_with_a_clear_error(tmp_path, tiny_run, 
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "checkpoint.pt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class RunsCode:
+    """A pickle that would create a file when unpickled: what a hostile checkpoint looks like."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_carries_code_is_refused_and_the_code_never_runs(tmp_path, tiny_run):
+    import torch
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((tiny_run / "config.json").read_text())
+    marker = tmp_path / "pwned"
+    torch.save({"model": RunsCode(marker)}, run / "checkpoint.pt")  # plain pickle inside torch's zip format
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "checkpoint.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists(), "weights_only loading must never execute what a checkpoint carries"
+    exported = subprocess.run([sys.executable, "-m", "training.export", str(run), "--out", str(tmp_path / "model")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert exported.returncode != 0 and "checkpoint.pt" in exported.stderr and "Traceback" not in exported.stderr
+    assert not marker.exists() and not (tmp_path / "model").exists()

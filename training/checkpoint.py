@@ -47,5 +47,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class CheckpointError(ValueError):
+    """The checkpoint is missing, damaged or not ours; the message names the file."""
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint there") from None
+    except Exception as exc:  # truncated, garbage, or pickled code that weights_only refuses
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{path} cannot be loaded ({type(exc).__name__}: {first_line})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint")
+    return state

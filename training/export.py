@@ -39,7 +39,10 @@ def load_vae(run: Path) -> tuple[VAE, dict]:
     path = run / "checkpoint.pt"
     if not path.exists():
         raise ExportError(f"{path}: no checkpoint (is {run} a training run folder?)")
-    state = checkpoint.load(path)
+    try:
+        state = checkpoint.load(path)
+    except checkpoint.CheckpointError as exc:
+        raise ExportError(str(exc)) from None
     vae = VAE(VAEConfig.from_dict(state["vae_config"]))
     vae.load_state_dict(state["model"])
     return vae.eval(), state

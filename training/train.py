@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.resume:
         try:
             state = checkpoint.load(ckpt_path)
-        except Exception as exc:  # truncated, corrupt or not a checkpoint at all
-            raise SystemExit(f"error: {ckpt_path} cannot be loaded ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        except checkpoint.CheckpointError as exc:
+            raise SystemExit(f"error: {exc}") from None
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
