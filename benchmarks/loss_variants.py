@@ -22,7 +22,9 @@ from benchmarks.common import ROOT, save
 from training.train import main as train
 
 VARIANTS = {
-    "default (beta 0.02 per image, KL warm-up)": [],
+    "beta 0.02 (per-image KL, warm-up over 20%)": [],
+    "beta 0.1": ["--beta", "0.1"],
+    "beta 0.3": ["--beta", "0.3"],
     "original project's loss (mean MSE + KL/(B*C*H*W))": ["--kl-norm", "original", "--kl-warmup", "0"],
     "default + L1 + SSIM terms": ["--l1-weight", "0.5", "--ssim-weight", "0.2"],
     "default + free bits (0.1 nats/dim)": ["--free-bits", "0.1"],
@@ -51,9 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         v, t = metrics["validation"], metrics["training"]
         results[name] = {"flags": flags, "val_psnr": round(v["psnr"], 2), "val_ssim": round(v["ssim"], 3),
                          "val_kl": round(v["kl"], 1), "mean_image_psnr": round(v["mean_image_psnr"], 2),
-                         "epochs": t["epochs"], "seconds": t["seconds"], "images_per_second": t["images_per_second"],
-                         "run": str(run)}
-        print(f"{name:55s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:7.1f}  ({t['epochs']} epochs)",
+                         "epochs": t["epochs"], "seconds": t["seconds"], "images_per_second": t["images_per_second"]}
+        print(f"{name:55s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:7.1f}  ({t['epochs']} epochs; {run})",
               flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = save(f"loss_variants_{device}", {"image_size": args.image_size, "seconds_each": args.seconds,
