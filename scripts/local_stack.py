@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     api_url = f"http://{args.host}:{args.api_port}/{STAGE}"
     offline = start_offline(args.host, args.api_port, args.lambda_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: Ctrl-C must stop us anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         wait_for(f"{api_url}/health", offline, args.timeout)
         page = serve_page(args.host, args.web_port, api_url)
