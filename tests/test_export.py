@@ -48,6 +48,7 @@ def test_model_json_describes_the_files(tiny_model_dir):
         assert hashlib.sha256((tiny_model_dir / name).read_bytes()).hexdigest() == digest
     assert "psnr" in meta["metrics"] and meta["training"]["epochs"] == 2
     assert all(err <= 1e-4 for err in meta["parity_max_abs_error"].values())
+    assert tiny_model_dir.stat().st_mode & 0o777 == 0o755, "readable by a server running as another user"
 
 
 def test_both_runtimes_give_the_same_results(tiny_model_dir):

@@ -95,6 +95,7 @@ def export(run: str | Path, out: str | Path) -> dict:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a server running as another user
     try:
         with torch.no_grad():
             torch.jit.save(torch.jit.trace(vae.encoder, example_x), staging / "encoder.pt")
