@@ -1,6 +1,6 @@
 """A bounded load test against the local stack (serverless-offline on loopback).
 
-    python -m benchmarks.load_offline                       # 240 requests, 4 clients, 300 s limit
+    python -m benchmarks.load_offline                       # 800 requests, 4 clients, 300 s limit
     python -m benchmarks.load_offline --requests 1000 --clients 8 --time-limit 600
 
 Starts `python -m scripts.local_stack` on free ports (API Gateway + Lambda emulation
@@ -112,7 +112,7 @@ def run_load(api: str, photos: list[bytes], total: int, clients: int, time_limit
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.load_offline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--requests", type=int, default=240)
+    p.add_argument("--requests", type=int, default=800)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds; no new request starts after this")
     args = p.parse_args(argv)
