@@ -14,7 +14,7 @@ import requests
 
 import handler
 from tests.conftest import BUNDLED_MODEL
-from tests.stack import free_port
+from tests.stack import MotoServer, free_port
 from tests.events import Context, json_event, rest_event
 
 
@@ -131,15 +131,12 @@ def s3_settings(fresh_handler):
 
 @pytest.fixture
 def moto_server():
-    from moto.server import ThreadedMotoServer
-
+    """Starts MotoServer on a given port when a test says so; stops them all at the end."""
     servers = []
 
-    def start(port: int):
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        servers.append(server)
-        return server
+    def start(port: int) -> MotoServer:
+        servers.append(MotoServer(port))
+        return servers[-1]
 
     yield start
     for server in servers:

@@ -3,31 +3,20 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import boto3
 import pytest
 
 from tests.conftest import ROOT
-from tests.stack import free_port
+from tests.stack import MotoServer
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory):
-    port = free_port()
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+def moto_endpoint():
+    server = MotoServer()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
