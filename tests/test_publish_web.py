@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 import boto3
 import pytest
