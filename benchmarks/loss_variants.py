@@ -22,7 +22,7 @@ from benchmarks.common import ROOT, save
 from training.train import main as train
 
 VARIANTS = {
-    "beta 0.02 (per-image KL, warm-up over 20%)": [],
+    "beta 0.02 (per-image KL, warm-up over 20%)": ["--beta", "0.02"],
     "beta 0.1": ["--beta", "0.1"],
     "beta 0.3": ["--beta", "0.3"],
     "original project's loss (mean MSE + KL/(B*C*H*W))": ["--kl-norm", "original", "--kl-warmup", "0"],
