@@ -96,12 +96,13 @@ class LocalStack:
         with urllib.request.urlopen(self.api + path, timeout=60) as response:
             return json.load(response)
 
-    def post_form(self, path: str, name: str, filename: str, data: bytes) -> tuple[int, dict]:
-        boundary = "----car-vae-test"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    def post_form(self, path: str, fields: dict) -> tuple[int, dict]:
+        """A multipart POST built like the handler tests' (tests.events.multipart_body)."""
+        from tests.events import multipart_body
+
+        body, content_type = multipart_body(fields)
         request = urllib.request.Request(self.api + path, data=body, method="POST",
-                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                         headers={"Content-Type": content_type})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.load(response)

@@ -199,7 +199,7 @@ def test_busy_indicator_while_a_request_runs(page):
 def test_non_image_shows_the_api_message(page, local_stack, tmp_path):
     text_file = tmp_path / "not-a-car.txt"
     text_file.write_text("this is not a photo of a car\n")
-    status, body = local_stack.post_form("/reconstruct", "image", text_file.name, text_file.read_bytes())
+    status, body = local_stack.post_form("/reconstruct", {"image": text_file.read_bytes()})
     assert status == 400
     message = body["error"]["message"]
     page.set_input_files("#recon-file", str(text_file))
