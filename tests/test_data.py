@@ -40,6 +40,25 @@ def test_manifest_with_split_and_filter():
     assert len(val) == len(rows) and all(p.split in ("train", "val") for p in photos)
 
 
+def test_val_filter_keeps_every_train_row_but_only_matching_val_rows():
+    # Train on the whole set, report on the catalogue photos the service is for.
+    photos = find_photos(SHARED_DATA / "manifest.csv", val_filters={"white_background": "1"})
+    everything = find_photos(SHARED_DATA / "manifest.csv")
+    val = sorted(p.name for p in photos if p.split == "val")
+    assert val == sorted(str(SHARED_DATA / r["file"]) for r in catalogue_rows("val"))
+    train = [p for p in photos if p.split == "train"]
+    assert len(train) == sum(p.split == "train" for p in everything) > 5 * len(catalogue_rows("train"))
+
+
+def test_val_filter_needs_a_manifest_column(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,split\na.jpg,train\n")
+    with pytest.raises(DatasetError, match="m.csv.*'white_background'"):
+        find_photos(manifest, val_filters={"white_background": "1"})
+    with pytest.raises(DatasetError, match="needs a manifest"):
+        find_photos(tmp_path, val_filters={"white_background": "1"})
+
+
 def test_manifest_errors_name_the_file(tmp_path):
     bad = tmp_path / "m.csv"
     bad.write_text("path,split\na.jpg,train\n")

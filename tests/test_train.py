@@ -66,6 +66,27 @@ def test_resume_continues_from_the_checkpoint(tmp_path, synthetic_dir):
     assert not any(p.name.startswith(".checkpoint") for p in run.iterdir()), "no temporary files left behind"
 
 
+def test_init_fine_tunes_from_another_runs_weights_and_architecture(tmp_path, tiny_run, synthetic_dir):
+    import torch
+
+    from training import checkpoint
+    from training.train import main
+
+    start = checkpoint.load(tiny_run / "checkpoint.pt")
+    run = tmp_path / "fine-tuned"
+    # No model flags: the architecture comes from --init. With lr 0 the weights cannot move,
+    # so the new run's weights must be exactly the ones it started from.
+    main(["--data", str(synthetic_dir), "--out", str(run), "--init", str(tiny_run), "--epochs", "1",
+          "--batch-size", "16", "--lr", "0", "--sample-every", "1"])
+    tuned = checkpoint.load(run / "checkpoint.pt")
+    assert tuned["vae_config"] == start["vae_config"] and tuned["epoch"] == 1
+    assert all(torch.equal(tuned["model"][k], v) for k, v in start["model"].items())
+    assert json.loads((run / "config.json").read_text())["init"] == str(tiny_run)
+
+    with pytest.raises(SystemExit, match="--init: .*missing"):
+        main(["--data", str(synthetic_dir), "--out", str(tmp_path / "x"), "--init", str(tmp_path / "missing")])
+
+
 def test_refuses_to_overwrite_a_run_and_names_missing_data(tmp_path, tiny_run):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=ROOT,

@@ -50,22 +50,25 @@ class Dataset:
         return self.images[self.is_val]
 
 
-def find_photos(path: str | Path, filters: dict[str, str] | None = None) -> list[Photo]:
+def find_photos(
+    path: str | Path, filters: dict[str, str] | None = None, val_filters: dict[str, str] | None = None
+) -> list[Photo]:
+    """Photos under path; with a manifest, rows matching every filter (and, for `val` rows, every val filter)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     if path.is_dir():
-        if filters:
+        if filters or val_filters:
             raise DatasetError(f"{path}: --filter needs a manifest CSV, not a folder")
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
         return [Photo(str(p), p.read_bytes) for p in files]
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        if filters:
+        if filters or val_filters:
             raise DatasetError(f"{path}: --filter needs a manifest CSV, not a zip")
         return _zip_photos(path)
     if suffix == ".csv":
-        return _manifest_photos(path, filters or {})
+        return _manifest_photos(path, filters or {}, val_filters or {})
     raise DatasetError(f"{path}: expected a folder, a .zip or a manifest .csv")
 
 
@@ -85,22 +88,26 @@ def _zip_photos(path: Path) -> list[Photo]:
     return [Photo(f"{path}:{n}", reader(n)) for n in names]
 
 
-def _manifest_photos(path: Path, filters: dict[str, str]) -> list[Photo]:
+def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str, str]) -> list[Photo]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "file" not in rows[0]:
         raise DatasetError(f"{path}: a manifest needs a header row with a 'file' column")
-    for column in filters:
+    for column in {**filters, **val_filters}:
         if column not in rows[0]:
             raise DatasetError(f"{path}: --filter names column '{column}', which the manifest lacks")
     root = path.parent
     photos = []
     for row in rows:
+        split = row.get("split") or None
+        if split not in (None, "train", "val"):
+            raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({row['file']})")
+        if split == "val" and val_filters:
+            # e.g. train on every photo but report on the catalogue-style ones only
+            if not all(row[column] == value for column, value in val_filters.items()):
+                continue
         if all(row[column] == value for column, value in filters.items()):
             file = root / row["file"]
-            split = row.get("split") or None
-            if split not in (None, "train", "val"):
-                raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({row['file']})")
             photos.append(Photo(str(file), file.read_bytes, split))
     return photos
 
@@ -116,9 +123,10 @@ def load_dataset(
     image_size: int,
     filters: dict[str, str] | None = None,
     val_fraction: float = 0.1,
+    val_filters: dict[str, str] | None = None,
     workers: int = 4,
 ) -> Dataset:
-    photos = find_photos(path, filters)
+    photos = find_photos(path, filters, val_filters)
     if not photos:
         raise DatasetError(f"{path}: no JPEG, PNG or WebP images found")
 

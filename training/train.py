@@ -3,6 +3,7 @@
     python -m training.train --data PHOTOS --out runs/NAME            # one GPU, or the CPU
     torchrun --nproc_per_node=N -m training.train --data ... --out ... # several GPUs (DDP)
     python -m training.train --out runs/NAME --resume                 # continue a run
+    python -m training.train --data ... --out runs/B --init runs/A    # fine-tune A's weights
 
 A run folder holds config.json, checkpoint.pt (rewritten atomically), loss.png,
 samples/epoch_NNNN.png (validation photos, their reconstructions, random samples),
@@ -42,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder, .zip or manifest .csv of JPEG/PNG/WebP photos")
     p.add_argument("--out", required=True, help="run folder (created; holds checkpoints and reports)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--init", metavar="RUN", help="start from the weights of this run folder (fine-tuning): "
+                   "its architecture replaces the model flags; optimizer and schedule start afresh")
     p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep manifest rows where COLUMN equals VALUE (repeatable)")
+    p.add_argument("--val-filter", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="of the manifest's val rows, keep only those where COLUMN equals VALUE (repeatable)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out when the data has no split column")
     model = p.add_argument_group("model")
     model.add_argument("--image-size", type=int, default=128, choices=(64, 128, 256))
@@ -87,6 +92,8 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             parser.error(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         settings = {k: v for k, v in vars(args).items() if k != "resume"}
         settings["epochs"] = settings["epochs"] or 100
+        if args.init:
+            settings.update(init_architecture(Path(args.init)))
         return settings
     config = out / "config.json"
     if not config.exists():
@@ -99,12 +106,27 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     return settings
 
 
+def load_init(run: Path) -> dict:
+    path = run / "checkpoint.pt" if run.is_dir() else run
+    try:
+        return checkpoint.load(path)
+    except checkpoint.CheckpointError as exc:
+        raise SystemExit(f"error: --init: {exc}") from None
+
+
+def init_architecture(run: Path) -> dict:
+    """The model settings of the run that --init starts from (the weights only fit those)."""
+    cfg = VAEConfig.from_dict(load_init(run)["vae_config"])
+    return {"image_size": cfg.image_size, "latent_dim": cfg.latent_dim, "base_channels": cfg.base_channels,
+            "max_channels": cfg.max_channels, "res_blocks": cfg.res_blocks}
+
+
 def parse_filters(items: list[str]) -> dict[str, str]:
     filters = {}
     for item in items:
         column, sep, value = item.partition("=")
         if not sep or not column:
-            raise SystemExit(f"error: --filter expects COLUMN=VALUE, got '{item}'")
+            raise SystemExit(f"error: --filter/--val-filter expects COLUMN=VALUE, got '{item}'")
         filters[column] = value
     return filters
 
@@ -209,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            data = load_dataset(s["data"], s["image_size"], parse_filters(s["filter"]), s["val_fraction"])
+            data = load_dataset(s["data"], s["image_size"], parse_filters(s["filter"]), s["val_fraction"],
+                                parse_filters(s.get("val_filter", [])))
         for w in caught:
             if master:
                 print(f"warning: {w.message}", file=sys.stderr)
@@ -249,9 +272,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         torch.set_rng_state(state["rng"])
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
-    elif master:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(s, indent=2))
+    else:
+        if s.get("init"):
+            vae.load_state_dict(load_init(Path(s["init"]))["model"])
+        if master:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(s, indent=2))
 
     model = vae
     if s["compile"]:
@@ -338,7 +364,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             "training": {"images": len(train), "skipped": len(data.skipped), "epochs": epoch, "steps": step,
                          "seconds": round(elapsed, 1), "images_per_second": round(rate, 1),
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                         "world_size": world, "data": str(s["data"]), "filter": s["filter"]},
+                         "world_size": world, "data": str(s["data"]), "filter": s["filter"],
+                         "val_filter": s.get("val_filter", []), "init": s.get("init")},
             "model": cfg.to_dict(), "loss": loss_cfg.to_dict(),
         }
         (out / "metrics.json").write_text(json.dumps(result, indent=2))

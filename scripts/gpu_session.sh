@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What a GPU session runs, in steps that each fit one device call (< 10 min), from the
+# repository root on the GPU machine. Prepare the photos here first:
+#     python -m scripts.carry_photos --set all      # data-carry/part-1..3 + manifest.csv
+# then, through the device tool (the machine keeps files between calls while it is warm):
+#     bash scripts/gpu_session.sh speed    carry: data-carry/part-1
+#     true                                 carry: data-carry/part-2
+#     bash scripts/gpu_session.sh train    carry: data-carry/part-3, data-carry/manifest.csv
+# `speed` measures training images/s (benchmarks/train_speed.py); `train` trains the default
+# model's recipe: pre-training on every photo (validated on the catalogue val rows), then
+# fine-tuning on the catalogue set. Each step writes to $OUT, which the device tool brings back
+# (at most 8 files): the weights without optimizer state and the reports. Then, here:
+#     python -m training.export FETCHED/run --out model/default
+# and copy train_speed_cuda.json to benchmarks/results/, samples.png and loss.png to docs/.
+# Settings come from the environment.
+set -euo pipefail
+
+OUT=${OUT:-runs/gpu}
+PY=${PY:-python3}
+DATA=${DATA:-data-carry/manifest.csv}
+PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-240}  # 0: train on the catalogue set only
+FINETUNE_SECONDS=${FINETUNE_SECONDS:-90}
+SPEED_SECONDS=${SPEED_SECONDS:-10}
+BATCH=${BATCH:-256}
+COMPILE=${COMPILE---compile}  # COMPILE= (empty) for a CPU smoke run
+# TRAIN_FLAGS adds to or overrides the recipe (argparse keeps the last value of a flag).
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
+RUN=${RUN:-runs/gpu-run}  # checkpoints stay on the machine; only what the README needs comes back
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+
+speed() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes "$BATCH" 1024 --compile --seconds "$SPEED_SECONDS"
+  cp benchmarks/results/train_speed_cuda.json "$OUT/"
+}
+
+train() {
+  local init=()
+  rm -rf "$RUN" "$RUN-all"
+  # Validation and grids every 50 (then 200) epochs: epochs last well under a second there.
+  # shellcheck disable=SC2086
+  if [ "$PRETRAIN_SECONDS" != 0 ]; then
+    echo "== pre-training for ${PRETRAIN_SECONDS}s on every photo of $DATA"
+    timeout $((PRETRAIN_SECONDS + 240)) "$PY" -m training.train --data "$DATA" --val-filter white_background=1 \
+      --out "$RUN-all" --max-time "$PRETRAIN_SECONDS" --epochs 1000000 --batch-size "$BATCH" $COMPILE \
+      --sample-every 50 --checkpoint-interval 60 $TRAIN_FLAGS
+    init=(--init "$RUN-all" --lr 3e-4 --kl-warmup 0)
+  fi
+  echo "== training for ${FINETUNE_SECONDS}s on the catalogue photos of $DATA"
+  # shellcheck disable=SC2086
+  timeout $((FINETUNE_SECONDS + 240)) "$PY" -m training.train --data "$DATA" --filter white_background=1 \
+    --out "$RUN" --max-time "$FINETUNE_SECONDS" --epochs 1000000 --batch-size "$BATCH" $COMPILE \
+    --sample-every 200 --checkpoint-interval 60 "${init[@]}" $TRAIN_FLAGS
+
+  echo "== bring back"
+  # The weights without the optimizer state (export runs here, on the service's CPU torch,
+  # with its parity check), and the reports.
+  mkdir -p "$OUT/run"
+  "$PY" - "$RUN/checkpoint.pt" "$OUT/run/checkpoint.pt" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+keep = ("model", "vae_config", "loss_config", "epoch", "step", "elapsed", "history")
+torch.save({k: state[k] for k in keep}, sys.argv[2])
+PY
+  cp "$RUN"/config.json "$RUN"/metrics.json "$RUN"/loss.png "$OUT/run/"
+  cp "$(ls "$RUN"/samples/*.png | tail -1)" "$OUT/run/samples.png"
+  if [ -f "$RUN-all/metrics.json" ]; then cp "$RUN-all/metrics.json" "$OUT/run/pretrain_metrics.json"; fi
+  ls -la "$OUT" "$OUT/run"
+}
+
+case "${1:-}" in
+  speed) speed ;;
+  train) train ;;
+  *) echo "usage: bash scripts/gpu_session.sh speed|train" >&2; exit 2 ;;
+esac
