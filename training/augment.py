@@ -8,6 +8,7 @@ keeping luminance, so a red car becomes a blue or green one and white and grey
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -17,6 +18,12 @@ _RGB_TO_YIQ = torch.tensor(
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
+@lru_cache(maxsize=8)
+def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Cached per device: a copy from host memory each step would make the GPU wait for the CPU.
+    return _RGB_TO_YIQ.to(device, dtype), _YIQ_TO_RGB.to(device, dtype)
+
+
 def hue_rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
     """(B,) angles in radians -> (B, 3, 3) RGB->RGB matrices rotating hue by each angle."""
     cos, sin = torch.cos(angles), torch.sin(angles)
@@ -24,8 +31,7 @@ def hue_rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
     rot[:, 0, 0] = 1.0
     rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
     rot[:, 2, 1], rot[:, 2, 2] = sin, cos
-    to_yiq = _RGB_TO_YIQ.to(angles)
-    to_rgb = _YIQ_TO_RGB.to(angles)
+    to_yiq, to_rgb = _yiq_matrices(angles.device, angles.dtype)
     return to_rgb @ rot @ to_yiq
 
 

@@ -309,10 +309,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     stop = False
     while epoch < s["epochs"] and not stop:
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
+        perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
         sums = torch.zeros(3, device=device)
         for b in range(steps_per_epoch):
             start = b * s["batch_size"] + rank * local_batch
-            idx = perm[start : start + local_batch].to(train.device)
+            idx = perm[start : start + local_batch]
             progress = max(step / total_steps, elapsed / s["max_time"] if s["max_time"] else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, s["lr"])

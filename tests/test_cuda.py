@@ -1,0 +1,48 @@
+"""The CUDA paths, on a GPU only (CI has none; scripts/gpu_session.sh runs these first)."""
+import pytest
+
+from tests.conftest import TINY_MODEL_FLAGS, needs_torch
+
+torch = pytest.importorskip("torch")
+pytestmark = [needs_torch, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_a_training_step_never_waits_for_the_host():
+    """A small VAE is fast on a GPU only if the CPU can queue steps ahead of it: no hidden
+    host-device synchronisation (.item(), copies from pageable memory) inside a step."""
+    from model.vae import VAE, VAEConfig
+    from training.losses import LossConfig
+    from training.train import build_parser, train_step
+
+    device = torch.device("cuda")
+    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    vae = VAE(VAEConfig()).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    images = torch.randint(0, 256, (64, 3, 128, 128), dtype=torch.uint8, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    for _ in range(2):  # warm-up: lazy initialisation may synchronise once
+        train_step(vae, optimizer, images[:32], device, settings, LossConfig(), 0.5, autocast)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(3):
+            idx = torch.randperm(64, device=device)[:32]
+            train_step(vae, optimizer, images[idx], device, settings, LossConfig(), 0.5, autocast)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_training_on_the_gpu_with_bf16_and_compile_then_export_for_the_cpu(tmp_path, synthetic_dir):
+    import json
+
+    from training import checkpoint
+    from training.export import export
+    from training.train import main
+
+    run = tmp_path / "run"
+    main(["--data", str(synthetic_dir), "--out", str(run), "--epochs", "4", "--compile", *TINY_MODEL_FLAGS])
+    assert json.loads((run / "metrics.json").read_text())["training"]["device"] != "cpu"
+    history = checkpoint.load(run / "checkpoint.pt")["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    meta = export(run, tmp_path / "model")  # a GPU-trained checkpoint exports on the CPU
+    assert max(meta["parity_max_abs_error"].values()) <= 1e-4
