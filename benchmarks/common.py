@@ -8,6 +8,9 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageDraw
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -34,3 +37,15 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     return path
+
+
+def labelled_grids(runs: list[tuple[str, Path]], out: Path) -> None:
+    """One figure of training runs: each run's last sample grid under its label."""
+    panels = []
+    for label, run in runs:
+        grid = Image.open(sorted((run / "samples").glob("*.png"))[-1]).convert("RGB")
+        strip = Image.new("RGB", (grid.width, 22), "white")
+        ImageDraw.Draw(strip).text((6, 5), label, fill="black")
+        panels += [np.asarray(strip), np.asarray(grid)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(panels)).save(out, optimize=True)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import RESULTS, ROOT, labelled_grids, save
 from training.train import main as train
 
 VARIANTS = {
+    "default (beta 0.5)": [],
     "beta 0.02 (per-image KL, warm-up over 20%)": ["--beta", "0.02"],
     "beta 0.1": ["--beta", "0.1"],
     "beta 0.3": ["--beta", "0.3"],
@@ -38,13 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--only", nargs="*", help="substrings of the variants to run")
+    p.add_argument("--figure", help="also write this PNG: each variant's last grid under its name")
     args = p.parse_args(argv)
 
-    results = {}
+    results, runs = {}, []
     for name, flags in VARIANTS.items():
         if args.only and not any(s in name for s in args.only):
             continue
         run = Path(tempfile.mkdtemp(prefix="variant-")) / "run"
+        runs.append((name, run))
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar; the summary line is on stdout
             metrics = train(["--data", args.data, "--filter", "white_background=1", "--out", str(run),
                              "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
@@ -57,8 +61,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:55s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:7.1f}  ({t['epochs']} epochs; {run})",
               flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # With --only, keep the other variants' earlier results of the same setting.
+    earlier = RESULTS / f"loss_variants_{device}.json"
+    if args.only and earlier.exists():
+        old = json.loads(earlier.read_text())
+        if (old["image_size"], old["seconds_each"], old["batch_size"]) == (args.image_size, args.seconds,
+                                                                           args.batch_size):
+            results = {**old["variants"], **results}
     path = save(f"loss_variants_{device}", {"image_size": args.image_size, "seconds_each": args.seconds,
                                             "batch_size": args.batch_size, "variants": results})
+    if args.figure:
+        labelled_grids(runs, Path(args.figure))
     print(f"-> {path}")
 
 

@@ -15,11 +15,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import ROOT, labelled_grids, save
 from training.train import main as train
 
 
@@ -41,17 +39,6 @@ LABELS = {
     "all": "every photo (8,595), validated on the catalogue val rows",
     "ft": "every photo, then fine-tuned on the catalogue set",
 }
-
-
-def labelled_grids(runs: Path, names: list[str], out: Path) -> None:
-    panels = []
-    for name in names:
-        grid = Image.open(sorted((runs / name / "samples").glob("*.png"))[-1]).convert("RGB")
-        label = Image.new("RGB", (grid.width, 22), "white")
-        ImageDraw.Draw(label).text((6, 5), LABELS[name], fill="black")
-        panels += [np.asarray(label), np.asarray(grid)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels)).save(out, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{LABELS[name]:60s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:6.1f}  ({run})")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = save(f"training_sets_{args.image_size}px_{device}", {"image_size": args.image_size, "recipes": results})
-    labelled_grids(runs, list(results), ROOT / "docs" / f"training_sets_{args.image_size}px.png")
+    labelled_grids([(LABELS[n], runs / n) for n in results], ROOT / "docs" / f"training_sets_{args.image_size}px.png")
     print(f"-> {path}")
 
 
