@@ -13,15 +13,18 @@
 #     python -m training.export FETCHED/run --out model/default
 # and copy train_speed_cuda.json to benchmarks/results/, samples.png and loss.png to docs/.
 # Settings come from the environment.
+# Budget: 15 min of device time per session, start-up included: roughly 3 min start, 3 min
+# `speed`, 7 min `train` with these defaults.
 set -euo pipefail
 
 OUT=${OUT:-runs/gpu}
 PY=${PY:-python3}
 DATA=${DATA:-data-carry/manifest.csv}
-PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-240}  # 0: train on the catalogue set only
-FINETUNE_SECONDS=${FINETUNE_SECONDS:-90}
+PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-200}  # 0: train on the catalogue set only
+FINETUNE_SECONDS=${FINETUNE_SECONDS:-60}
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 BATCH=${BATCH:-256}
+SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "256 1024"; each size costs a compile
 COMPILE=${COMPILE---compile}  # COMPILE= (empty) for a CPU smoke run
 # TRAIN_FLAGS adds to or overrides the recipe (argparse keeps the last value of a flag).
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
@@ -35,7 +38,7 @@ speed() {
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   # The CUDA paths CI cannot run (no host-device sync in a step; bf16 + compile; GPU -> CPU export).
   timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || echo "CUDA tests FAILED: see above"
-  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes "$BATCH" 1024 --compile --seconds "$SPEED_SECONDS"
+  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes $SPEED_BATCHES --compile --seconds "$SPEED_SECONDS"
   cp benchmarks/results/train_speed_cuda.json "$OUT/"
 }
 

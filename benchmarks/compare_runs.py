@@ -1,0 +1,61 @@
+"""Put finished training runs side by side: their validation metrics, and one figure in which
+each run reconstructs the same validation photos and decodes the same latent codes (at
+temperature 1 and 0.7), so differences come from the models alone.
+
+    python -m benchmarks.compare_runs runs/cpu128b runs/ft128 --name default_vs_two_stage_128px
+
+Writes benchmarks/results/<name>.json and docs/<name>.png. Runs must share image and latent size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import ROOT, save
+from training import report
+from training.data import load_dataset
+from training.export import load_vae
+
+
+def to_rows(images: torch.Tensor):
+    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_runs", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run folders (each holds checkpoint.pt and metrics.json)")
+    p.add_argument("--name", required=True, help="name of the result JSON and of the figure")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--count", type=int, default=8, help="photos and samples per row")
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+
+    models = [(Path(run), *load_vae(Path(run))) for run in args.runs]
+    size, latent = models[0][1].cfg.image_size, models[0][1].cfg.latent_dim
+    if any((vae.cfg.image_size, vae.cfg.latent_dim) != (size, latent) for _, vae, _ in models):
+        raise SystemExit("error: the runs differ in image or latent size")
+    val = load_dataset(args.data, size, {"white_background": "1"}).val[: args.count]
+    photos = torch.from_numpy(val).permute(0, 3, 1, 2).float() / 255.0
+    z = torch.randn(args.count, latent, generator=torch.Generator().manual_seed(args.seed))
+
+    rows, results = [("photo", to_rows(photos))], {}
+    with torch.no_grad():
+        for run, vae, _ in models:
+            rows.append((f"{run.name} recon", to_rows(vae.decoder(vae.encoder(photos)[0]))))
+            for temperature in (1.0, 0.7):
+                rows.append((f"{run.name} T {temperature}", to_rows(vae.decoder(z * temperature))))
+            metrics = json.loads((run / "metrics.json").read_text())
+            results[run.name] = {"config": json.loads((run / "config.json").read_text()),
+                                 "validation": metrics["validation"], "training": metrics["training"]}
+            v = metrics["validation"]
+            print(f"{run.name:20s} val PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:6.1f}")
+    figure = ROOT / "docs" / f"{args.name}.png"
+    report.image_grid(rows).save(figure, optimize=True)
+    print(f"-> {save(args.name, {'runs': results})}, {figure}")
+
+
+if __name__ == "__main__":
+    main()
