@@ -22,11 +22,11 @@ def test_a_training_step_never_waits_for_the_host():
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     for _ in range(2):  # warm-up: lazy initialisation may synchronise once
         train_step(vae, optimizer, images[:32], device, settings, LossConfig(), 0.5, autocast)
+    batches = [torch.randperm(64, device=device)[:32] for _ in range(3)]  # as the trainer: made per epoch
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(3):
-            idx = torch.randperm(64, device=device)[:32]
+        for idx in batches:
             train_step(vae, optimizer, images[idx], device, settings, LossConfig(), 0.5, autocast)
     finally:
         torch.cuda.set_sync_debug_mode("default")
