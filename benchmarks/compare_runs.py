@@ -20,10 +20,6 @@ from training.data import load_dataset
 from training.export import load_vae
 
 
-def to_rows(images: torch.Tensor):
-    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare_runs", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (each holds checkpoint.pt and metrics.json)")
@@ -41,12 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     photos = torch.from_numpy(val).permute(0, 3, 1, 2).float() / 255.0
     z = torch.randn(args.count, latent, generator=torch.Generator().manual_seed(args.seed))
 
-    rows, results = [("photo", to_rows(photos))], {}
+    rows, results = [("photo", report.as_rows(photos))], {}
     with torch.no_grad():
         for run, vae, _ in models:
-            rows.append((f"{run.name} recon", to_rows(vae.decoder(vae.encoder(photos)[0]))))
+            rows.append((f"{run.name} recon", report.as_rows(vae.decoder(vae.encoder(photos)[0]))))
             for temperature in (1.0, 0.7):
-                rows.append((f"{run.name} T {temperature}", to_rows(vae.decoder(z * temperature))))
+                rows.append((f"{run.name} T {temperature}", report.as_rows(vae.decoder(z * temperature))))
             metrics = json.loads((run / "metrics.json").read_text())
             results[run.name] = {"config": json.loads((run / "config.json").read_text()),
                                  "validation": metrics["validation"], "training": metrics["training"]}

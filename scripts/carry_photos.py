@@ -2,7 +2,7 @@
 small enough to travel to the GPU machine beside the repository (the device tool sends at most
 64 MiB per call, the repository included).
 
-    python -m scripts.carry_photos                  # catalogue set: data-carry/part-1 (7.8 MiB)
+    python -m scripts.carry_photos                  # catalogue set: data-carry/part-1 (5.7 MiB)
     python -m scripts.carry_photos --set all        # ~9.5k photos: part-1, part-2, ... of <= 28 MiB
 
 The manifest (data-carry/manifest.csv) keeps the fixed train/val split and points into the
@@ -37,26 +37,26 @@ def main(argv: list[str] | None = None) -> None:
         rows = [row for row in reader if args.set == "all" or row.get("white_background") == "1"]
         fields = reader.fieldnames
     shutil.rmtree(out, ignore_errors=True)  # a smaller set must not leave old parts behind
-    part, part_bytes, limit = 1, 0, args.part_mib * 2**20
+    part_bytes, limit = [0], args.part_mib * 2**20  # bytes in each part so far
     for row in rows:
         photo = source / row["file"]
         size = photo.stat().st_size
-        if part_bytes and part_bytes + size > limit:
-            part, part_bytes = part + 1, 0
-        part_bytes += size
-        row["file"] = f"part-{part}/{row['file']}"
+        if part_bytes[-1] and part_bytes[-1] + size > limit:
+            part_bytes.append(0)
+        part_bytes[-1] += size
+        row["file"] = f"part-{len(part_bytes)}/{row['file']}"
         (out / row["file"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photo, out / row["file"])
     with open(out / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"copied {len(rows)} photos ({args.set} set) into {part} part(s) under {out}:")
-    for n in range(1, part + 1):
+    print(f"copied {len(rows)} photos ({args.set} set) into {len(part_bytes)} part(s) under {out}:")
+    for n, size in enumerate(part_bytes, 1):
         folder = out / f"part-{n}"
-        mib = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
-        last = " + manifest.csv: the last call" if n == part else ""
-        print(f"  carry {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: {mib:.1f} MiB{last}")
+        last = " + manifest.csv: the last call" if n == len(part_bytes) else ""
+        print(f"  carry {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: "
+              f"{size / 2**20:.1f} MiB{last}")
 
 
 if __name__ == "__main__":

@@ -102,10 +102,9 @@ def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str,
         split = row.get("split") or None
         if split not in (None, "train", "val"):
             raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({row['file']})")
-        if split == "val" and val_filters:
-            # e.g. train on every photo but report on the catalogue-style ones only
-            if not all(row[column] == value for column, value in val_filters.items()):
-                continue
+        # e.g. train on every photo but report on the catalogue-style ones only
+        if split == "val" and not all(row[column] == value for column, value in val_filters.items()):
+            continue
         if all(row[column] == value for column, value in filters.items()):
             file = root / row["file"]
             photos.append(Photo(str(file), file.read_bytes, split))

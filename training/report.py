@@ -8,9 +8,15 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 LABEL_WIDTH = 84
+
+
+def as_rows(images: torch.Tensor) -> np.ndarray:
+    """A float batch (B, 3, H, W) in [0, 1], on any device -> uint8 (B, H, W, 3) for image_grid."""
+    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def image_grid(rows: list[tuple[str, np.ndarray]], pad: int = 2) -> Image.Image:

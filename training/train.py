@@ -92,8 +92,6 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             parser.error(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         settings = {k: v for k, v in vars(args).items() if k != "resume"}
         settings["epochs"] = settings["epochs"] or 100
-        if args.init:
-            settings.update(init_architecture(Path(args.init)))
         return settings
     config = out / "config.json"
     if not config.exists():
@@ -112,13 +110,6 @@ def load_init(run: Path) -> dict:
         return checkpoint.load(path)
     except checkpoint.CheckpointError as exc:
         raise SystemExit(f"error: --init: {exc}") from None
-
-
-def init_architecture(run: Path) -> dict:
-    """The model settings of the run that --init starts from (the weights only fit those)."""
-    cfg = VAEConfig.from_dict(load_init(run)["vae_config"])
-    return {"image_size": cfg.image_size, "latent_dim": cfg.latent_dim, "base_channels": cfg.base_channels,
-            "max_channels": cfg.max_channels, "res_blocks": cfg.res_blocks}
 
 
 def parse_filters(items: list[str]) -> dict[str, str]:
@@ -204,15 +195,12 @@ def sample_grid(vae: VAE, val: torch.Tensor, z: torch.Tensor, device, path: Path
     samples = vae.decoder(z.to(device))
     vae.train()
 
-    def rows(t):
-        return (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
     half = samples.shape[0] // 2
     report.image_grid([
-        ("photo", rows(x)),
-        ("recon", rows(recon)),
-        ("sample", rows(samples[:half])),
-        ("sample", rows(samples[half:])),
+        ("photo", report.as_rows(x)),
+        ("recon", report.as_rows(recon)),
+        ("sample", report.as_rows(samples[:half])),
+        ("sample", report.as_rows(samples[half:])),
     ]).save(path)
 
 
@@ -220,6 +208,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     args = parser.parse_args(argv)
     s = resolve_settings(args, parser)
+    # A new run started from another run's weights takes that run's architecture (the weights fit no other).
+    init_state = load_init(Path(s["init"])) if s.get("init") and not args.resume else None
+    if init_state:
+        s.update(VAEConfig.from_dict(init_state["vae_config"]).to_dict())
     out = Path(s["out"])
     device, rank, world = setup_device(s["device"])
     master = rank == 0
@@ -273,8 +265,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
     else:
-        if s.get("init"):
-            vae.load_state_dict(load_init(Path(s["init"]))["model"])
+        if init_state:
+            vae.load_state_dict(init_state["model"])
         if master:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(s, indent=2))
