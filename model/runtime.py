@@ -4,7 +4,9 @@ A model directory (written by `python -m training.export`) holds model.json and 
 encoder/decoder as ONNX and as jit-traced TorchScript. The Lambda runs the ONNX files
 with onnxruntime (torch does not fit in a Lambda package); where torch is installed the
 TorchScript files load too and give the same results. Either way the model is plain
-numpy in, numpy out.
+numpy in, numpy out. Samples are decoded from mean + temperature * L u with u ~ N(0, I),
+where latent_prior.npz holds the Gaussian fitted to the training photos' codes; a
+model directory without that file samples N(0, I).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ BACKEND_FILES = {
     "onnx": ("encoder.onnx", "decoder.onnx"),
     "torchscript": ("encoder.pt", "decoder.pt"),
 }
+PRIOR_FILE = "latent_prior.npz"
 
 
 class ModelError(RuntimeError):
@@ -96,6 +99,31 @@ def read_metadata(folder: Path) -> dict:
     return meta
 
 
+def model_files(meta: dict, backend: str) -> tuple[str, ...]:
+    """The files a backend needs besides model.json: its encoder and decoder, and the prior if named."""
+    if backend not in BACKEND_FILES:
+        raise ModelError(f"unknown model backend '{backend}': use one of {sorted(BACKEND_FILES)}")
+    latent = meta.get("latent")
+    prior = latent.get("prior_file") if isinstance(latent, dict) else None
+    if prior is not None and prior != PRIOR_FILE:  # a fixed name: model.json never chooses a path
+        raise ModelError(f"model.json names an unknown prior file {str(prior)[:100]!r}")
+    return BACKEND_FILES[backend] + ((PRIOR_FILE,) if prior else ())
+
+
+def load_prior(folder: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), scale_tril (D, D)) from latent_prior.npz, checked for shape and finiteness."""
+    try:
+        with np.load(folder / PRIOR_FILE, allow_pickle=False) as arrays:
+            mean, scale = arrays["mean"].astype(np.float32), arrays["scale_tril"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{PRIOR_FILE} is unreadable ({exc.__class__.__name__})") from None
+    if mean.shape != (latent_dim,) or scale.shape != (latent_dim, latent_dim):
+        raise ModelError(f"{PRIOR_FILE} does not match latent size {latent_dim}")
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+        raise ModelError(f"{PRIOR_FILE} holds values that are not finite")
+    return mean, scale
+
+
 def verify_files(folder: Path, meta: dict, names: tuple[str, ...]) -> None:
     """A missing, truncated or swapped file fails here, with its name, not deep in a runtime."""
     hashes = meta.get("files", {})
@@ -118,7 +146,7 @@ class Model:
         if backend not in BACKEND_FILES:
             raise ModelError(f"unknown model backend '{backend}': use one of {sorted(BACKEND_FILES)}")
         self.metadata = read_metadata(folder)
-        verify_files(folder, self.metadata, BACKEND_FILES[backend])
+        verify_files(folder, self.metadata, model_files(self.metadata, backend))
         try:
             self._backend = load_backend(folder, backend)
         except ModelError:
@@ -132,6 +160,16 @@ class Model:
         self.source = source or str(folder)
         self.image_size: int = self.metadata["image_size"]
         self.latent_dim: int = self.metadata["latent_dim"]
+        named = PRIOR_FILE in model_files(self.metadata, backend)
+        self.prior = load_prior(folder, self.latent_dim) if named else None
+
+    def latents(self, u: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """Codes to sample from standard-normal draws u (N, latent_dim): mean + temperature * L u
+        under the fitted prior, temperature * u without one."""
+        if self.prior is None:
+            return (u * temperature).astype(np.float32)
+        mean, scale = self.prior
+        return (mean + temperature * (u @ scale.T)).astype(np.float32)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 (N, 3, S, S) in [0, 1] -> (mu, logvar), each (N, latent_dim)."""

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.runtime import BACKEND_FILES, Model, ModelError
+from model.runtime import Model, ModelError, model_files
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "car-vae-models"
@@ -63,16 +63,17 @@ def locate(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACH
     bucket, prefix = environ.get("MODEL_BUCKET", ""), environ.get("MODEL_PREFIX", "")
     if bucket and prefix:
         version = environ.get("MODEL_VERSION") or None
-        return fetch_from_s3(bucket, prefix, version, BACKEND_FILES.get(backend, ()), cache, s3)
+        return fetch_from_s3(bucket, prefix, version, backend, cache, s3)
     folder = Path(environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
     if not folder.is_absolute():
         folder = Path(__file__).resolve().parent.parent / folder
     return Location(folder, f"local:{folder}")
 
 
-def fetch_from_s3(bucket: str, prefix: str, version: str | None, names: tuple[str, ...],
+def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = "onnx",
                   cache: Path = DEFAULT_CACHE, s3=None) -> Location:
-    """Download model.json and the named files of one version (latest.json's, if None) into the cache."""
+    """Download model.json and the files the backend needs of one version (latest.json's, if None)
+    into the cache."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     prefix = prefix.strip("/")
@@ -85,11 +86,13 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, names: tuple[st
             raise ModelError(f"invalid model version {version!r} for s3://{bucket}/{prefix}")
         key = version_prefix(prefix, version)
         location = Location(cache / version, f"s3://{bucket}/{key}", cached=True)
-        wanted = ("model.json", *names)
-        if all((location.folder / name).is_file() for name in wanted):
+        if _cached(location.folder, backend):
             return location
         meta = _get_json(s3, bucket, key + "model.json")
-        listed = meta.get("files", {}) if isinstance(meta, dict) else {}
+        if not isinstance(meta, dict):
+            raise ModelError(f"s3://{bucket}/{key}model.json is not a JSON object")
+        names = model_files(meta, backend)
+        listed = meta.get("files", {})
         missing = [name for name in names if name not in listed]
         if missing:
             raise ModelError(f"model.json at s3://{bucket}/{key} lists no {', '.join(missing)}")
@@ -110,6 +113,15 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, names: tuple[st
         raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None
     except OSError as exc:
         raise ModelError(f"could not write the model cache ({exc.__class__.__name__}: {exc})") from None
+
+
+def _cached(folder: Path, backend: str) -> bool:
+    """model.json is written last, so with it present every file it names is complete."""
+    try:
+        meta = json.loads((folder / "model.json").read_text())
+        return all((folder / name).is_file() for name in model_files(meta, backend))
+    except (OSError, ValueError, AttributeError, ModelError):
+        return False
 
 
 def _get_json(s3, bucket: str, key: str):

@@ -36,6 +36,10 @@ def test_a_short_cpu_run_lowers_the_loss_and_writes_reports(tmp_path, synthetic_
     gif = Image.open(run / "progress.gif")
     assert gif.n_frames == 3
     assert json.loads((run / "config.json").read_text())["epochs"] == 12
+    # The distribution the exported model will sample from: fitted to every training photo x 4 passes.
+    prior = state["latent_prior"]
+    assert prior["mean"].shape == (16,) and prior["scale_tril"].shape == (16, 16)
+    assert prior["codes"] == 4 * result["training"]["images"] == result["sampling"]["codes"]
 
 
 def untrained_val_psnr(data_dir) -> float:

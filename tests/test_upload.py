@@ -36,9 +36,12 @@ def test_upload_writes_a_version_and_moves_the_pointer(s3, tiny_model_dir, tmp_p
     pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="cars/latest.json")["Body"].read())
     assert pointer["version"] == v1
 
-    location = fetch_from_s3(BUCKET, "cars", None, ("encoder.onnx", "decoder.onnx"), tmp_path / "cache", s3)
+    location = fetch_from_s3(BUCKET, "cars", None, "onnx", tmp_path / "cache", s3)
     assert location.folder.name == v1 and location.source.endswith(f"cars/versions/{v1}/")
     assert (location.folder / "encoder.onnx").read_bytes() == (tiny_model_dir / "encoder.onnx").read_bytes()
+    # The sampling prior travels with the ONNX files: without it the service would sample N(0, I).
+    assert (location.folder / "latent_prior.npz").read_bytes() == (tiny_model_dir / "latent_prior.npz").read_bytes()
+    assert not (location.folder / "encoder.pt").exists(), "the ONNX service downloads no TorchScript files"
 
     import time
     time.sleep(1.1)  # versions are time-stamped to the second
@@ -52,6 +55,7 @@ def test_service_loads_the_uploaded_model(s3, tiny_model_dir, tmp_path):
     upload(tiny_model_dir, f"s3://{BUCKET}/prod")
     model = open_model("onnx", {"MODEL_BUCKET": BUCKET, "MODEL_PREFIX": "prod"}, tmp_path / "cache", s3)
     assert model.image_size == 64 and model.source.startswith(f"s3://{BUCKET}/prod/versions/")
+    assert model.prior is not None
 
 
 @pytest.mark.parametrize("uri", ["cars", "s3://", "s3://bucket-only", "https://x/y"])

@@ -3,8 +3,11 @@
     python -m training.export runs/NAME --out model/default
 
 Writes encoder/decoder jit-traced for CPU (encoder.pt, decoder.pt), the same two as
-ONNX (encoder.onnx, decoder.onnx) and model.json, which describes them: format
-version, image and latent size, value ranges, file hashes, training summary, metrics.
+ONNX (encoder.onnx, decoder.onnx), the distribution to sample codes from
+(latent_prior.npz: the Gaussian fitted to the training photos' codes, see
+training/prior.py; runs without one sample N(0, I)) and model.json, which describes
+them: format version, image and latent size, value ranges, file hashes, training
+summary, metrics.
 The export checks that TorchScript and ONNX agree with the eager model before it
 replaces anything in --out.
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.runtime import BACKEND_FILES, FORMAT_VERSION
+from model.runtime import BACKEND_FILES, FORMAT_VERSION, PRIOR_FILE
 from model.vae import VAE, VAEConfig
 from training import checkpoint
 
@@ -102,6 +105,13 @@ def export(run: str | Path, out: str | Path) -> dict:
             torch.jit.save(torch.jit.trace(vae.decoder, example_z), staging / "decoder.pt")
         _export_onnx(vae.encoder, example_x, staging / "encoder.onnx", ["image"], ["mu", "logvar"])
         _export_onnx(vae.decoder, example_z, staging / "decoder.onnx", ["z"], ["image"])
+        sampling = {"prior": "standard normal", "encoder_outputs": ["mu", "logvar"]}
+        fitted = state.get("latent_prior")
+        if fitted:
+            np.savez(staging / PRIOR_FILE, mean=fitted["mean"].numpy(), scale_tril=fitted["scale_tril"].numpy())
+            sampling.update(prior="gaussian fitted to the training photos' codes", prior_file=PRIOR_FILE,
+                          prior_fitted_on={"codes": fitted["codes"], "data": fitted.get("data"),
+                                           "filter": fitted.get("filter", [])})
 
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -113,7 +123,7 @@ def export(run: str | Path, out: str | Path) -> dict:
             "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
                       "colour": "RGB", "preprocessing": "EXIF-upright, alpha on white, padded square with white"},
             "output": {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0]},
-            "latent": {"prior": "standard normal", "encoder_outputs": ["mu", "logvar"]},
+            "latent": sampling,
             "files": {name: hashlib.sha256((staging / name).read_bytes()).hexdigest() for name in files},
             "architecture": vae.cfg.to_dict(),
             "loss": state.get("loss_config", {}),

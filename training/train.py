@@ -6,8 +6,10 @@
     python -m training.train --data ... --out runs/B --init runs/A    # fine-tune A's weights
 
 A run folder holds config.json, checkpoint.pt (rewritten atomically), loss.png,
-samples/epoch_NNNN.png (validation photos, their reconstructions, random samples),
-progress.gif and, at the end, metrics.json with validation MSE, PSNR, SSIM and KL.
+samples/epoch_NNNN.png (validation photos, their reconstructions, random samples from
+N(0, I) and from the Gaussian fitted to the photos' codes), progress.gif and, at the end,
+metrics.json with validation MSE, PSNR, SSIM and KL. The checkpoint's final `latent_prior`
+is the distribution the exported model samples from (see training/prior.py).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.vae import VAE, VAEConfig
-from training import checkpoint, report
+from training import checkpoint, prior, report
 from training.augment import augment
 from training.data import DatasetError, load_dataset
 from training.losses import KL_NORMS, LossConfig, vae_loss
@@ -188,19 +190,20 @@ def mean_image_psnr(train: torch.Tensor, val: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def sample_grid(vae: VAE, val: torch.Tensor, z: torch.Tensor, device, path: Path) -> None:
+def sample_grid(vae: VAE, val: torch.Tensor, u: torch.Tensor, fitted: dict, device, path: Path) -> None:
+    """Validation photos and their reconstructions, then the same draws u decoded as N(0, I) codes
+    and as codes of the Gaussian fitted to the photos (what the service will sample)."""
     vae.eval()
-    x = to_float(val[: z.shape[0] // 2], device)
+    x = to_float(val[: u.shape[0]], device)
     recon = vae.decoder(vae.encoder(x)[0])
-    samples = vae.decoder(z.to(device))
+    u = u.to(device)
+    standard, from_fit = vae.decoder(u), vae.decoder(prior.latents(fitted, u))
     vae.train()
-
-    half = samples.shape[0] // 2
     report.image_grid([
         ("photo", report.as_rows(x)),
         ("recon", report.as_rows(recon)),
-        ("sample", report.as_rows(samples[:half])),
-        ("sample", report.as_rows(samples[half:])),
+        ("N(0,I)", report.as_rows(standard)),
+        ("fitted", report.as_rows(from_fit)),
     ]).save(path)
 
 
@@ -277,19 +280,18 @@ def main(argv: list[str] | None = None) -> dict | None:
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    fixed_z = torch.randn(16, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
+    fixed_u = torch.randn(8, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
     (out / "samples").mkdir(exist_ok=True)
 
-    saved_step = -1
-
-    def save_checkpoint():
-        nonlocal saved_step
-        saved_step = step
-        checkpoint.save_atomic({
+    def save_checkpoint(latent_prior: dict | None = None):
+        state = {
             "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
             "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
             "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
-        }, ckpt_path)
+        }
+        if latent_prior:
+            state["latent_prior"] = latent_prior
+        checkpoint.save_atomic(state, ckpt_path)
 
     if master:
         print(f"{len(train)} training / {len(val)} validation images at {cfg.image_size}px on {device}"
@@ -336,20 +338,23 @@ def main(argv: list[str] | None = None) -> dict | None:
             entry.update({f"val_{k}": v for k, v in metrics.items()})
             bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
             frame = out / "samples" / f"epoch_{epoch:04d}.png"
-            sample_grid(vae, val, fixed_z, device, frame)
+            # A quick fit on a subset for the picture; the final one below uses every photo.
+            quick = prior.fit(vae.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
+            sample_grid(vae, val, fixed_u, quick, device, frame)
             report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
         history.append(entry)
         if epoch % s["sample_every"] == 0 or last:
             report.plot_losses(history, out / "loss.png")
-        if last or time.perf_counter() - last_ckpt >= s["checkpoint_interval"]:
+        if not last and time.perf_counter() - last_ckpt >= s["checkpoint_interval"]:  # the last one is below
             save_checkpoint()
             last_ckpt = time.perf_counter()
     bar.close()
 
     result = None
     if master:
-        if saved_step != step:
-            save_checkpoint()
+        latent_prior = prior.fit(vae.encoder, train, device, seed=s["seed"])
+        latent_prior.update(data=str(s["data"]), filter=list(s["filter"]))
+        save_checkpoint(latent_prior)
         metrics = evaluate(vae, val, device)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
@@ -360,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
             "model": cfg.to_dict(), "loss": loss_cfg.to_dict(),
+            "sampling": {"prior": "gaussian fitted to the training photos' codes", "codes": latent_prior["codes"],
+                         "total_variance": round(float(latent_prior["scale_tril"].pow(2).sum()), 2)},
         }
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         v = result["validation"]
