@@ -181,6 +181,7 @@ def health(event, headers) -> dict:
             "format_version": meta["format_version"], "image_size": model.image_size,
             "latent_dim": model.latent_dim, "source": model.source, "backend": model.backend,
             "exported_at": meta.get("exported_at"), "metrics": meta.get("metrics", {}),
+            "sampling": "fitted gaussian" if model.prior is not None else "standard normal",
         },
         "limits": {"max_body_bytes": MAX_BODY_BYTES, "max_pixels": MAX_PIXELS,
                    "max_samples": inference.MAX_SAMPLES, "steps": [inference.MIN_STEPS, inference.MAX_STEPS]},

@@ -1,6 +1,7 @@
 """Put finished training runs side by side: their validation metrics, and one figure in which
-each run reconstructs the same validation photos and decodes the same latent codes (at
-temperature 1 and 0.7), so differences come from the models alone.
+each run reconstructs the same validation photos and decodes the same draws u ~ N(0, I) (at
+temperature 1 and 0.7) through its sampling distribution (the fitted Gaussian in its
+checkpoint, else N(0, I)), so differences come from the models alone.
 
     python -m benchmarks.compare_runs runs/cpu128b runs/ft128 --name default_vs_two_stage_128px
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import ROOT, save
-from training import report
+from training import prior, report
 from training.data import load_dataset
 from training.export import load_vae
 
@@ -39,10 +40,12 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, results = [("photo", report.as_rows(photos))], {}
     with torch.no_grad():
-        for run, vae, _ in models:
+        for run, vae, state in models:
             rows.append((f"{run.name} recon", report.as_rows(vae.decoder(vae.encoder(photos)[0]))))
+            fitted = state.get("latent_prior")
             for temperature in (1.0, 0.7):
-                rows.append((f"{run.name} T {temperature}", report.as_rows(vae.decoder(z * temperature))))
+                label = f"{run.name} {'fitted' if fitted else 'N(0,I)'} T {temperature}"
+                rows.append((label, report.as_rows(vae.decoder(prior.latents(fitted, z, temperature)))))
             metrics = json.loads((run / "metrics.json").read_text())
             results[run.name] = {"config": json.loads((run / "config.json").read_text()),
                                  "validation": metrics["validation"], "training": metrics["training"]}

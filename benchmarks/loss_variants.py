@@ -1,12 +1,15 @@
-"""Compare training recipes on the same data and the same time budget.
+"""Compare training recipes on the same data and the same time (or epoch) budget.
 
     python -m benchmarks.loss_variants                                  # 64 px, 300 s each, on this machine
     python -m benchmarks.loss_variants --image-size 128 --seconds 200   # the issue's GPU setting
+    python -m benchmarks.loss_variants --epochs 100 --only default wider deeper latent   # architectures
 
 Each variant is a real `training.train` run on the catalogue set of ../shared/data
 (white_background=1, the manifest's fixed validation split) with a wall-clock budget
-(--max-time); the table reports validation PSNR/SSIM/KL and the mean-image baseline.
-Writes benchmarks/results/loss_variants_<device>.json.
+(--max-time), or with a number of epochs (--epochs: a fair budget between networks of
+different speeds when the question is what a GPU's budget would give); the table reports
+validation PSNR/SSIM/KL and the mean-image baseline. Writes
+benchmarks/results/loss_variants_<device>.json (or ..._<N>epochs.json).
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ VARIANTS = {
     "original project's loss (mean MSE + KL/(B*C*H*W))": ["--kl-norm", "original", "--kl-warmup", "0"],
     "default + L1 + SSIM terms": ["--l1-weight", "0.5", "--ssim-weight", "0.2"],
     "default + free bits (0.1 nats/dim)": ["--free-bits", "0.1"],
+    "wider (base 32, max 256 channels)": ["--base-channels", "32", "--max-channels", "256"],
+    "deeper (2 residual blocks per stage)": ["--res-blocks", "2"],
+    "latent 512": ["--latent-dim", "512"],
+    "latent 128": ["--latent-dim", "128"],
 }
 
 
@@ -38,11 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
+    p.add_argument("--epochs", type=int, help="train each variant this many epochs instead (no time limit)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--only", nargs="*", help="substrings of the variants to run")
     p.add_argument("--figure", help="also write this PNG: each variant's last grid under its name")
     args = p.parse_args(argv)
 
+    budget = ["--epochs", str(args.epochs)] if args.epochs else ["--max-time", str(args.seconds), "--epochs", "100000"]
+    setting = {"image_size": args.image_size, "batch_size": args.batch_size,
+               **({"epochs_each": args.epochs} if args.epochs else {"seconds_each": args.seconds})}
     results, runs = {}, []
     for name, flags in VARIANTS.items():
         if args.only and not any(s in name for s in args.only):
@@ -52,24 +63,24 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar; the summary line is on stdout
             metrics = train(["--data", args.data, "--filter", "white_background=1", "--out", str(run),
                              "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-                             "--max-time", str(args.seconds), "--epochs", "100000", "--sample-every", "100000",
+                             *budget, "--sample-every", "100000",
                              "--checkpoint-interval", "1e9", *flags])
         v, t = metrics["validation"], metrics["training"]
         results[name] = {"flags": flags, "val_psnr": round(v["psnr"], 2), "val_ssim": round(v["ssim"], 3),
                          "val_kl": round(v["kl"], 1), "mean_image_psnr": round(v["mean_image_psnr"], 2),
-                         "epochs": t["epochs"], "seconds": t["seconds"], "images_per_second": t["images_per_second"]}
+                         "epochs": t["epochs"], "seconds": t["seconds"], "images_per_second": t["images_per_second"],
+                         "parameters": metrics["model"]["parameters"]}
         print(f"{name:55s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:7.1f}  ({t['epochs']} epochs; {run})",
               flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # With --only, keep the other variants' earlier results of the same setting.
-    earlier = RESULTS / f"loss_variants_{device}.json"
+    name = f"loss_variants_{device}" + (f"_{args.epochs}epochs" if args.epochs else "")
+    earlier = RESULTS / f"{name}.json"
     if args.only and earlier.exists():
         old = json.loads(earlier.read_text())
-        if (old["image_size"], old["seconds_each"], old["batch_size"]) == (args.image_size, args.seconds,
-                                                                           args.batch_size):
+        if all(old.get(k) == v for k, v in setting.items()):
             results = {**old["variants"], **results}
-    path = save(f"loss_variants_{device}", {"image_size": args.image_size, "seconds_each": args.seconds,
-                                            "batch_size": args.batch_size, "variants": results})
+    path = save(name, {**setting, "variants": results})
     if args.figure:
         labelled_grids(runs, Path(args.figure))
     print(f"-> {path}")

@@ -26,7 +26,6 @@ from PIL import Image
 from benchmarks.common import ROOT, save
 from model.images import from_model_output, load_square
 from model.runtime import Model
-from training import report
 
 HUES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 
@@ -89,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--show", type=int, default=8, help="samples per row in the figure")
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args(argv)
+    from training import report  # torch: only for drawing the figure
 
     models = [(Path(m), Model(m, "onnx")) for m in args.models]
     size, latent = models[0][1].image_size, models[0][1].latent_dim

@@ -68,7 +68,7 @@ train() {
   "$PY" - "$RUN/checkpoint.pt" "$OUT/run/checkpoint.pt" <<'PY'
 import sys, torch
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-keep = ("model", "vae_config", "loss_config", "epoch", "step", "elapsed", "history")
+keep = ("model", "vae_config", "loss_config", "latent_prior", "epoch", "step", "elapsed", "history")
 torch.save({k: state[k] for k in keep}, sys.argv[2])
 PY
   cp "$RUN"/config.json "$RUN"/metrics.json "$RUN"/loss.png "$OUT/run/"

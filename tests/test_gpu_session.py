@@ -58,3 +58,6 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
     meta = export(out / "run", tmp_path / "model")
     metrics = json.loads((out / "run" / "metrics.json").read_text())
     assert meta["metrics"] == metrics["validation"] and meta["image_size"] == 64
+    # The sampling distribution comes back too, fitted on the catalogue photos the last stage trained on.
+    assert meta["latent"]["prior_file"] == "latent_prior.npz"
+    assert meta["latent"]["prior_fitted_on"]["filter"] == ["white_background=1"]

@@ -45,6 +45,7 @@ def test_health_describes_the_model(size):
     model = body["model"]
     assert model["format_version"] == 1 and model["image_size"] == size and model["latent_dim"] > 0
     assert model["backend"] == "onnx" and model["source"].startswith("local:")
+    assert model["sampling"] in ("fitted gaussian", "standard normal")
 
 
 def test_reconstruct_a_real_photo(real_photos, size):
@@ -81,6 +82,19 @@ def test_sample_is_reproducible_by_seed(size):
     assert status == 200 and len(default["images"]) == 8 and isinstance(default["seed"], int)
     zero = call(json_event("/sample", {"n": 2, "temperature": 0}))[1]["images"]
     assert zero[0] == zero[1], "temperature 0 decodes the prior mean"
+
+
+def test_the_bundled_model_samples_catalogue_cars_in_several_colours():
+    """What /sample gives with the shipped model: pictures on white, as the catalogue photos are
+    (codes from N(0, I) gave street scenes for models that saw every photo), in several colours."""
+    from benchmarks.sample_quality import dominant_colour, white_border
+
+    status, body = call(json_event("/sample", {"n": 16, "seed": 11}))
+    assert status == 200 and handler.get_model().prior is not None, "the bundled model samples its fitted prior"
+    images = np.stack([decode_png(b) for b in body["images"]])
+    assert white_border(images).mean() >= 0.9
+    colours = {dominant_colour(im) for im in images} - {"grey"}
+    assert len(colours) >= 3, colours
 
 
 def test_interpolate_two_real_photos(real_photos, size):

@@ -29,10 +29,22 @@ def image_grid(rows: list[tuple[str, np.ndarray]], pad: int = 2) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     for r, (label, images) in enumerate(rows):
         top = pad + r * (size + pad)
-        draw.text((6, top + size // 2 - 6), label, fill=(230, 230, 230))
+        lines = _wrap(draw, label, LABEL_WIDTH - 8)
+        draw.multiline_text((6, top + size // 2 - 6 * len(lines)), "\n".join(lines), fill=(230, 230, 230))
         for c, image in enumerate(images):
             canvas.paste(Image.fromarray(image), (LABEL_WIDTH + pad + c * (size + pad), top))
     return canvas
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int) -> list[str]:
+    """Words to lines no wider than width pixels (a longer word keeps its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def save_gif(frames: list[Path], out: Path, ms_per_frame: int = 400) -> None:

@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
-            "model": cfg.to_dict(), "loss": loss_cfg.to_dict(),
+            "model": {**cfg.to_dict(), "parameters": sum(p.numel() for p in vae.parameters())},
+            "loss": loss_cfg.to_dict(),
             "sampling": {"prior": "gaussian fitted to the training photos' codes", "codes": latent_prior["codes"],
                          "total_variance": round(float(latent_prior["scale_tril"].pow(2).sum()), 2)},
         }
