@@ -39,6 +39,15 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
+def save_grid(name: str, rows: list[tuple[str, np.ndarray]]) -> Path:
+    """docs/<name>.png: labelled rows of uint8 images (N, H, W, 3), as the trainer draws them."""
+    from training.report import image_grid  # torch: only the scripts that draw need it
+
+    figure = ROOT / "docs" / f"{name}.png"
+    image_grid(rows).save(figure, optimize=True)
+    return figure
+
+
 def labelled_grids(runs: list[tuple[str, Path]], out: Path) -> None:
     """One figure of training runs: each run's last sample grid under its label."""
     panels = []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import ROOT, save, save_grid
 from training import prior, report
 from training.data import load_dataset
 from training.export import load_vae
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "validation": metrics["validation"], "training": metrics["training"]}
             v = metrics["validation"]
             print(f"{run.name:20s} val PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:6.1f}")
-    figure = ROOT / "docs" / f"{args.name}.png"
-    report.image_grid(rows).save(figure, optimize=True)
+    figure = save_grid(args.name, rows)
     print(f"-> {save(args.name, {'runs': results})}, {figure}")
 
 

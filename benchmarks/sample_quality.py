@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import ROOT, save, save_grid
 from model.images import from_model_output, load_square
 from model.runtime import Model
 
@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--show", type=int, default=8, help="samples per row in the figure")
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args(argv)
-    from training import report  # torch: only for drawing the figure
 
     models = [(Path(m), Model(m, "onnx")) for m in args.models]
     size, latent = models[0][1].image_size, models[0][1].latent_dim
@@ -109,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((label, images[: args.show]))
             print(f"{label:28s} {results[label]}")
     print(f"{'catalogue val photos':28s} {results['catalogue val photos']}")
-    figure = ROOT / "docs" / f"{args.name}.png"
-    report.image_grid(rows).save(figure, optimize=True)
+    figure = save_grid(args.name, rows)
     print(f"-> {save(args.name, {'count': args.count, 'temperature': 1.0, 'results': results})}, {figure}")
 
 
