@@ -57,7 +57,7 @@ def fresh_handler(monkeypatch):
 def local_model(tmp_path, fresh_handler):
     folder = tmp_path / "model"
     folder.mkdir()
-    for name in ("model.json", "encoder.onnx", "decoder.onnx"):
+    for name in ("model.json", "encoder.onnx", "decoder.onnx", "latent_prior.npz"):  # what the ONNX service reads
         shutil.copy(BUNDLED_MODEL / name, folder / name)
     fresh_handler.setenv("MODEL_DIR", str(folder))
     return folder
