@@ -53,8 +53,8 @@ def test_package_fits_in_lambda_without_torch(package, unzipped):
     assert not any(n.startswith("torch/") for n in names), "torch must not be in the package"
     assert not any(n.endswith(".pt") for n in names), "TorchScript files are useless without torch"
     for needed in ("handler.py", "model/default/model.json", "model/default/encoder.onnx",
-                   "model/default/decoder.onnx", "model/default/latent_prior.npz", "onnxruntime/__init__.py", "numpy/__init__.py", "PIL/Image.py",
-                   "requests_toolbelt/__init__.py"):
+                   "model/default/decoder.onnx", "model/default/latent_prior.npz", "onnxruntime/__init__.py",
+                   "numpy/__init__.py", "PIL/Image.py", "requests_toolbelt/__init__.py"):
         assert needed in names, needed
     for unwanted in ("tests/", "training/", "node_modules/", ".venv/", "web/", "boto3/", "botocore/"):
         assert not any(n.startswith(unwanted) for n in names), unwanted
