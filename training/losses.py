@@ -23,7 +23,7 @@ KL_NORMS = ("image", "original")
 
 @dataclass(frozen=True)
 class LossConfig:
-    beta: float = 0.5
+    beta: float = 0.1
     kl_norm: str = "image"
     l1_weight: float = 0.0  # adds |x - x_hat| to the per-pixel squared error
     ssim_weight: float = 0.0  # adds weight * (1 - SSIM) per pixel
