@@ -7,12 +7,13 @@
 #     true                                 carry: data-carry/part-2
 #     bash scripts/gpu_session.sh train    carry: data-carry/part-3, data-carry/manifest.csv
 # `speed` runs tests/test_cuda.py and measures training images/s (benchmarks/train_speed.py);
-# `train` trains the default model's recipe: pre-training on every photo (validated on the
-# catalogue val rows), then fine-tuning on the catalogue set. Each step writes to $OUT, which
-# the device tool brings back (at most 8 files): the weights without optimizer state and the
-# reports. Then, here:
+# `train` pre-trains on every photo (validated on the catalogue val rows), then fine-tunes on
+# the catalogue set, whose photos the sampling distribution is then fitted on. Each step writes
+# to $OUT, which the device tool brings back (at most 8 files): the weights without optimizer
+# state, with the fitted distribution, and the reports. Then, here:
 #     python -m training.export FETCHED/run --out model/default
-# and copy train_speed_cuda.json to benchmarks/results/, samples.png and loss.png to docs/.
+# copy train_speed_cuda.json to benchmarks/results/ and loss.png to docs/, and redraw the
+# README's figures with benchmarks.compare_runs and benchmarks.sample_quality.
 # Settings come from the environment.
 # Budget: 15 min of device time per session, start-up included. Estimated, not yet measured
 # (no GPU has run this): about 3 min start, 3 min `speed`, 7 min `train` with these defaults.
