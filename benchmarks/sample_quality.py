@@ -9,8 +9,8 @@ draws u for every model), scored against the catalogue validation photos:
   `white_background` rule): catalogue-style pictures, not street scenes;
 - sharpness: mean absolute Laplacian of the luminance, as a fraction of the photos';
 - colours: each image's dominant hue among its saturated pixels (or grey);
-- spread: mean RMS distance between two samples, as a fraction of that between two photos
-  (low means the samples are all alike).
+- spread: mean absolute pixel difference between two samples, as a fraction of that between
+  two photos (low means the samples are all alike).
 These are proxies, not a realism score (no Inception network here); the figure
 docs/<name>.png shows the samples themselves.
 """
@@ -60,7 +60,7 @@ def spread(images: np.ndarray, pairs: int = 2000, seed: int = 0) -> float:
     a, b = rng.integers(0, len(images), (2, pairs))
     keep = a != b
     diff = images[a[keep]].astype(np.float32) - images[b[keep]].astype(np.float32)
-    return float(np.sqrt((diff / 255.0) ** 2).mean((1, 2, 3)).mean()) if keep.any() else 0.0
+    return float(np.abs(diff / 255.0).mean()) if keep.any() else 0.0
 
 
 def scores(images: np.ndarray, photos: np.ndarray) -> dict:

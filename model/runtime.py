@@ -146,7 +146,8 @@ class Model:
         if backend not in BACKEND_FILES:
             raise ModelError(f"unknown model backend '{backend}': use one of {sorted(BACKEND_FILES)}")
         self.metadata = read_metadata(folder)
-        verify_files(folder, self.metadata, model_files(self.metadata, backend))
+        files = model_files(self.metadata, backend)
+        verify_files(folder, self.metadata, files)
         try:
             self._backend = load_backend(folder, backend)
         except ModelError:
@@ -160,8 +161,7 @@ class Model:
         self.source = source or str(folder)
         self.image_size: int = self.metadata["image_size"]
         self.latent_dim: int = self.metadata["latent_dim"]
-        named = PRIOR_FILE in model_files(self.metadata, backend)
-        self.prior = load_prior(folder, self.latent_dim) if named else None
+        self.prior = load_prior(folder, self.latent_dim) if PRIOR_FILE in files else None
 
     def latents(self, u: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         """Codes to sample from standard-normal draws u (N, latent_dim): mean + temperature * L u

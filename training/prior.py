@@ -75,6 +75,11 @@ def fit(encoder, images: torch.Tensor, device, copies: int = 4, max_images: int 
     return fit_gaussian(encode_means(encoder, images, device, copies, generator=generator))
 
 
+def total_variance(prior: dict) -> float:
+    """Trace of the fitted covariance L L^T: N(0, I) has latent_dim."""
+    return float(prior["scale_tril"].pow(2).sum())
+
+
 def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Codes for standard-normal draws u (N, D): mean + temperature * L u, or temperature * u without a prior."""
     if prior is None:
@@ -110,9 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     prior = fit(vae.encoder, train, torch.device("cpu"), copies=args.copies)
     state["latent_prior"] = {**prior, "data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
     checkpoint.save_atomic(state, run / "checkpoint.pt")
-    spread = float(prior["scale_tril"].pow(2).sum())
-    print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} "
-          f"({prior['codes']} codes; total variance {spread:.1f}, N(0, I) has {vae.cfg.latent_dim})", file=sys.stderr)
+    print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} ({prior['codes']} "
+          f"codes; total variance {total_variance(prior):.1f}, N(0, I) has {vae.cfg.latent_dim})", file=sys.stderr)
 
 
 if __name__ == "__main__":

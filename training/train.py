@@ -293,9 +293,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             state["latent_prior"] = latent_prior
         checkpoint.save_atomic(state, ckpt_path)
 
+    parameters = sum(p.numel() for p in vae.parameters())
     if master:
         print(f"{len(train)} training / {len(val)} validation images at {cfg.image_size}px on {device}"
-              f"{f' x{world}' if world > 1 else ''}; {sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M parameters")
+              f"{f' x{world}' if world > 1 else ''}; {parameters / 1e6:.1f}M parameters")
     # With a time budget the step count is unknown: the bar then counts steps without a total.
     bar = tqdm(total=None if s["max_time"] else total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
     session_start, session_images = time.perf_counter(), 0
@@ -364,10 +365,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
-            "model": {**cfg.to_dict(), "parameters": sum(p.numel() for p in vae.parameters())},
+            "model": {**cfg.to_dict(), "parameters": parameters},
             "loss": loss_cfg.to_dict(),
             "sampling": {"prior": "gaussian fitted to the training photos' codes", "codes": latent_prior["codes"],
-                         "total_variance": round(float(latent_prior["scale_tril"].pow(2).sum()), 2)},
+                         "total_variance": round(prior.total_variance(latent_prior), 2)},
         }
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         v = result["validation"]
