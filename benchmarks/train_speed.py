@@ -2,9 +2,11 @@
 
     python -m benchmarks.train_speed                      # CUDA if present, else CPU
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
+    python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
 
 Each step is exactly the trainer's (training.train.train_step): augmentation on the
-device, forward in bf16 autocast on GPUs, backward, gradient clipping, AdamW. The images
+device, forward in bf16 autocast where the hardware has it (the trainer's --precision
+auto), backward, gradient clipping, AdamW. The images
 are random uint8 tensors kept on the device, as the trainer keeps a dataset that fits.
 Writes benchmarks/results/train_speed_<device>.json.
 """
@@ -12,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
-
 import torch
 
 from benchmarks.common import save
 from model.vae import VAE, VAEConfig
 from training.losses import LossConfig
-from training.train import build_parser, train_step
+from training.train import autocast_for, build_parser, resolve_precision, train_step
 
 
-def measure(settings: dict, batch: int, device: torch.device, compile_model: bool, seconds: float) -> dict:
+def measure(settings: dict, batch: int, device: torch.device, compile_model: bool, seconds: float,
+            precision: str) -> dict:
     cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
                     settings["max_channels"], settings["res_blocks"])
     torch.manual_seed(0)
@@ -30,7 +31,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     model = torch.compile(vae) if compile_model else vae
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99))
     loss_cfg = LossConfig(beta=settings["beta"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = autocast_for(device, precision)
     pool = torch.randint(0, 256, (max(batch * 4, 1024), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
                          device=device)
 
@@ -59,7 +60,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     run(steps)
     sync()
     elapsed = time.perf_counter() - start
-    result = {"batch": batch, "compile": compile_model, "steps": steps, "seconds": round(elapsed, 2),
+    result = {"batch": batch, "compile": compile_model, "precision": precision, "steps": steps, "seconds": round(elapsed, 2),
               "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -72,6 +73,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: the trainer's default batch")
     p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
+    p.add_argument("--precision", nargs="+", choices=("auto", "bf16", "fp32"), default=["auto"],
+                   help="auto: what the trainer uses on this device")
     args = p.parse_args()
     settings = vars(build_parser().parse_args(["--out", "unused"]))
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -82,9 +85,11 @@ def main() -> None:
     runs = []
     for batch in batches:
         for compile_model in ([False, True] if args.compile else [False]):
-            r = measure(settings, batch, device, compile_model, args.seconds)
-            runs.append(r)
-            print(f"batch {batch:5d} compile {str(compile_model):5s}: {r['images_per_second']:>10,.1f} images/s", flush=True)
+            for precision in dict.fromkeys(resolve_precision(device, p) for p in args.precision):
+                r = measure(settings, batch, device, compile_model, args.seconds, precision)
+                runs.append(r)
+                print(f"batch {batch:5d} compile {str(compile_model):5s} {precision}: "
+                      f"{r['images_per_second']:>10,.1f} images/s", flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = save(f"train_speed_{device.type}", {
         "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),

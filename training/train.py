@@ -37,7 +37,8 @@ from training.losses import KL_NORMS, LossConfig, vae_loss
 from training.metrics import mse_per_image, psnr_per_image, ssim
 
 # Flags that may change when a run is resumed; every other setting comes from config.json.
-RESUMABLE = ("epochs", "max_time")
+RESUMABLE = ("epochs", "max_time", "precision")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--hue-prob", type=float, default=0.8, help="probability of a random hue rotation")
     opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     opt.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    opt.add_argument("--precision", choices=PRECISIONS, default=None,
+                     help="forward pass in bf16 autocast or fp32; auto (default): bf16 on GPUs and on "
+                     "CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere")
     out = p.add_argument_group("reporting")
     out.add_argument("--sample-every", type=int, default=10, help="epochs between validation + sample grids")
     out.add_argument("--checkpoint-interval", type=float, default=60.0,
@@ -146,6 +150,22 @@ def lr_at(progress: float, base: float, warmup: float = 0.02) -> float:
         return base * progress / warmup
     t = min(1.0, (progress - warmup) / (1 - warmup))
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def resolve_precision(device: torch.device, precision: str | None) -> str:
+    """auto: bf16 on GPUs and on CPUs with native bf16 (about 1.7x images/s on an AVX512-BF16
+    CPU: the convolutions move half the bytes), fp32 elsewhere (emulated bf16 is slower)."""
+    if precision in (None, "auto"):
+        native = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bf16" if native else "fp32"
+    return precision
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The forward pass's autocast context; the loss is always computed in fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
@@ -279,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         model = torch.compile(model)
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    precision = resolve_precision(device, s.get("precision"))
+    autocast = autocast_for(device, precision)
     fixed_u = torch.randn(8, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
     (out / "samples").mkdir(exist_ok=True)
 
@@ -296,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parameters = sum(p.numel() for p in vae.parameters())
     if master:
         print(f"{len(train)} training / {len(val)} validation images at {cfg.image_size}px on {device}"
-              f"{f' x{world}' if world > 1 else ''}; {parameters / 1e6:.1f}M parameters")
+              f"{f' x{world}' if world > 1 else ''} ({precision}); {parameters / 1e6:.1f}M parameters")
     # With a time budget the step count is unknown: the bar then counts steps without a total.
     bar = tqdm(total=None if s["max_time"] else total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
     session_start, session_images = time.perf_counter(), 0
@@ -363,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "training": {"images": len(train), "skipped": len(data.skipped), "epochs": epoch, "steps": step,
                          "seconds": round(elapsed, 1), "images_per_second": round(rate, 1),
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                         "precision": precision,
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
             "model": {**cfg.to_dict(), "parameters": parameters},
