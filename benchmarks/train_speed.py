@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import time
+
 import torch
 
 from benchmarks.common import save
 from model.vae import VAE, VAEConfig
 from training.losses import LossConfig
-from training.train import autocast_for, build_parser, resolve_precision, train_step
+from training.train import PRECISIONS, autocast_for, build_parser, resolve_precision, train_step
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_model: bool, seconds: float,
@@ -60,7 +61,8 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     run(steps)
     sync()
     elapsed = time.perf_counter() - start
-    result = {"batch": batch, "compile": compile_model, "precision": precision, "steps": steps, "seconds": round(elapsed, 2),
+    result = {"batch": batch, "compile": compile_model, "precision": precision, "steps": steps,
+              "seconds": round(elapsed, 2),
               "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -73,7 +75,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: the trainer's default batch")
     p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
-    p.add_argument("--precision", nargs="+", choices=("auto", "bf16", "fp32"), default=["auto"],
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                    help="auto: what the trainer uses on this device")
     args = p.parse_args()
     settings = vars(build_parser().parse_args(["--out", "unused"]))

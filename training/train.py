@@ -153,8 +153,8 @@ def lr_at(progress: float, base: float, warmup: float = 0.02) -> float:
 
 
 def resolve_precision(device: torch.device, precision: str | None) -> str:
-    """auto: bf16 on GPUs and on CPUs with native bf16 (about 1.7x images/s on an AVX512-BF16
-    CPU: the convolutions move half the bytes), fp32 elsewhere (emulated bf16 is slower)."""
+    """auto: bf16 on GPUs and on CPUs with native bf16 (1.9x images/s on this project's AVX512-BF16
+    CPU, benchmarks/results/train_speed_cpu.json), fp32 elsewhere (emulated bf16 is slower)."""
     if precision in (None, "auto"):
         native = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
         return "bf16" if native else "fp32"
