@@ -26,6 +26,7 @@ class VAEConfig:
     base_channels: int = 16  # width of the first stage; doubles each stage...
     max_channels: int = 128  # ...up to this width
     res_blocks: int = 1  # residual blocks per stage, in encoder and decoder
+    encoder_width: int = 1  # the encoder's stages are this many times wider than the decoder's
 
     def __post_init__(self):
         if self.image_size not in IMAGE_SIZES:
@@ -34,6 +35,8 @@ class VAEConfig:
             raise ValueError(f"bad VAE widths: {self}")
         if self.res_blocks < 0:
             raise ValueError("res_blocks must be >= 0")
+        if self.encoder_width < 1:
+            raise ValueError("encoder_width must be >= 1")
 
     @property
     def channels(self) -> list[int]:
@@ -70,7 +73,7 @@ class Encoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         prev = 3
-        for width in cfg.channels:
+        for width in (w * cfg.encoder_width for w in cfg.channels):
             layers += [nn.Conv2d(prev, width, 4, stride=2, padding=1), nn.SiLU()]
             layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
             prev = width

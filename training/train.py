@@ -32,6 +32,7 @@ from tqdm import tqdm
 from model.vae import VAE, VAEConfig
 from training import checkpoint, prior, report
 from training.augment import augment
+from training.ema import EMA
 from training.data import DatasetError, load_dataset
 from training.losses import KL_NORMS, LossConfig, vae_loss
 from training.metrics import mse_per_image, psnr_per_image, ssim
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--base-channels", type=int, default=16)
     model.add_argument("--max-channels", type=int, default=128)
     model.add_argument("--res-blocks", type=int, default=1)
+    model.add_argument("--encoder-width", type=int, default=1, help="the encoder's stages are this many times "
+                       "wider than the decoder's (python -m training.widen widens a trained run's)")
     loss = p.add_argument_group("loss")
     # 0.1: measured (benchmarks/loss_variants.py, README): 0.6 dB more than 0.5, and sampled through
     # the fitted Gaussian (training/prior.py) its samples are cars; from N(0, I) they would be noise.
@@ -74,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--max-time", type=float, default=None, help="stop after this many seconds of training")
     opt.add_argument("--batch-size", type=int, default=64, help="global batch, split across DDP ranks")
     opt.add_argument("--lr", type=float, default=1e-3)
+    opt.add_argument("--ema", type=float, default=0.999,
+                     help="decay of the weights' moving average, the model that is evaluated and exported; 0: off")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--no-flip", dest="flip", action="store_false")
     opt.add_argument("--hue-prob", type=float, default=0.8, help="probability of a random hue rotation")
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     elif device.type == "cuda":
         train = train.pin_memory()
 
-    cfg = VAEConfig(s["image_size"], s["latent_dim"], s["base_channels"], s["max_channels"], s["res_blocks"])
+    cfg = VAEConfig(s["image_size"], s["latent_dim"], s["base_channels"], s["max_channels"], s["res_blocks"],
+                    s.get("encoder_width", 1))
     steps_per_epoch = max(1, len(train) // s["batch_size"])
     total_steps = s["epochs"] * steps_per_epoch
     loss_cfg = LossConfig(
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             state = checkpoint.load(ckpt_path)
         except checkpoint.CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
-        vae.load_state_dict(state["model"])
+        # With EMA, "model" holds the average and "train_model" the optimiser's own weights.
+        vae.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
         torch.set_rng_state(state["rng"])
@@ -293,6 +300,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         if master:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(s, indent=2))
+
+    ema = EMA(vae, s["ema"]) if s.get("ema") else None
+    if ema and args.resume:
+        ema.module.load_state_dict(state["model"])
+    served = ema.module if ema else vae  # what is evaluated, sampled, fitted and exported
 
     model = vae
     if s["compile"]:
@@ -306,10 +318,12 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     def save_checkpoint(latent_prior: dict | None = None):
         state = {
-            "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+            "model": served.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
             "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
             "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
         }
+        if ema:
+            state["train_model"] = vae.state_dict()
         if latent_prior:
             state["latent_prior"] = latent_prior
         checkpoint.save_atomic(state, ckpt_path)
@@ -334,6 +348,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, s["lr"])
             loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast)
+            if ema:
+                ema.update(vae, step)
             sums += torch.stack([loss, parts["recon"], parts["kl"]])
             step += 1
             session_images += local_batch * world
@@ -356,13 +372,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                  "train_recon": mse_v, "train_kl": kl_v}
         last = stop or epoch == s["epochs"]
         if epoch % s["sample_every"] == 0 or last:
-            metrics = evaluate(vae, val, device)
+            metrics = evaluate(served, val, device)
             entry.update({f"val_{k}": v for k, v in metrics.items()})
             bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
             frame = out / "samples" / f"epoch_{epoch:04d}.png"
             # A quick fit on a subset for the picture; the final one below uses every photo.
-            quick = prior.fit(vae.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
-            sample_grid(vae, val, fixed_u, quick, device, frame)
+            quick = prior.fit(served.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
+            sample_grid(served, val, fixed_u, quick, device, frame)
             report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
         history.append(entry)
         if epoch % s["sample_every"] == 0 or last:
@@ -374,17 +390,17 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     result = None
     if master:
-        latent_prior = prior.fit(vae.encoder, train, device, seed=s["seed"])
+        latent_prior = prior.fit(served.encoder, train, device, seed=s["seed"])
         latent_prior.update(data=str(s["data"]), filter=list(s["filter"]))
         save_checkpoint(latent_prior)
-        metrics = evaluate(vae, val, device)
+        metrics = evaluate(served, val, device)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
             "validation": {**metrics, "images": len(val), "mean_image_psnr": mean_image_psnr(train, val.to(train.device))},
             "training": {"images": len(train), "skipped": len(data.skipped), "epochs": epoch, "steps": step,
                          "seconds": round(elapsed, 1), "images_per_second": round(rate, 1),
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                         "precision": precision,
+                         "precision": precision, "ema": s.get("ema") or 0.0,
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
             "model": {**cfg.to_dict(), "parameters": parameters},
