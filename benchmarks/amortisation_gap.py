@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import MANIFEST, save
 from training.data import load_dataset
 from training.export import load_vae
 from training.metrics import psnr_per_image
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.amortisation_gap", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (checkpoint.pt)")
     p.add_argument("--name", required=True, help="name of the result JSON")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=0.02)
     args = p.parse_args(argv)

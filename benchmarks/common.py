@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+MANIFEST = ROOT.parent / "shared" / "data" / "manifest.csv"  # the shared photos, never copied in
 
 
 def machine() -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, save, save_grid
+from benchmarks.common import MANIFEST, save, save_grid
 from training import prior, report
 from training.data import load_dataset
 from training.export import load_vae
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare_runs", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (each holds checkpoint.pt and metrics.json)")
     p.add_argument("--name", required=True, help="name of the result JSON and of the figure")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--count", type=int, default=8, help="photos and samples per row")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)

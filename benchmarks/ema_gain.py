@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, save
+from benchmarks.common import MANIFEST, save
 from model.vae import VAE, VAEConfig
 from training import checkpoint
 from training.data import load_dataset
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ema_gain", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders trained with --ema")
     p.add_argument("--name", required=True, help="name of the result JSON")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     args = p.parse_args(argv)
     results = {}
     for run in map(Path, args.runs):

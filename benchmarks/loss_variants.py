@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, ROOT, labelled_grids, save
+from benchmarks.common import MANIFEST, RESULTS, labelled_grids, save
 from training.train import main as train
 
 # Every variant starts from beta 0.5, the trainer's default when these were measured; a variant's
@@ -45,7 +45,7 @@ VARIANTS = {
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loss_variants", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
     p.add_argument("--epochs", type=int, help="train each variant this many epochs instead (no time limit)")

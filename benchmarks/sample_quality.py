@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import ROOT, save, save_grid
+from benchmarks.common import MANIFEST, save, save_grid
 from model.images import from_model_output, load_square
 from model.runtime import Model
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sample_quality", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="exported model directories (hold model.json)")
     p.add_argument("--name", required=True, help="name of the result JSON and of the figure")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--count", type=int, default=256)
     p.add_argument("--show", type=int, default=8, help="samples per row in the figure")
     p.add_argument("--seed", type=int, default=3)

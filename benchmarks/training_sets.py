@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, labelled_grids, save
+from benchmarks.common import MANIFEST, ROOT, labelled_grids, save
 from training.train import main as train
 
 
@@ -43,7 +43,7 @@ LABELS = {
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.training_sets", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "manifest.csv"))
+    p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=600.0, help="budget of the 'cat' and 'all' runs")
     p.add_argument("--finetune-seconds", type=float, default=200.0, help="budget of the fine-tuning after 'all'")
