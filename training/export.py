@@ -38,7 +38,12 @@ class ExportError(RuntimeError):
     pass
 
 
-def load_vae(run: Path) -> tuple[VAE, dict]:
+WEIGHTS = ("final", "best")
+
+
+def load_vae(run: Path, weights: str = "final") -> tuple[VAE, dict]:
+    """The run's VAE and checkpoint; weights "best" swaps in the weights kept at the best
+    validation PSNR (and the sampling distribution fitted to them)."""
     path = run / "checkpoint.pt"
     if not path.exists():
         raise ExportError(f"{path}: no checkpoint (is {run} a training run folder?)")
@@ -46,6 +51,12 @@ def load_vae(run: Path) -> tuple[VAE, dict]:
         state = checkpoint.load(path)
     except checkpoint.CheckpointError as exc:
         raise ExportError(str(exc)) from None
+    if weights == "best":
+        if "best" not in state:
+            raise ExportError(f"{path}: no best weights kept (trained before the trainer kept them): use --weights final")
+        best = state["best"]
+        state = {**state, "model": best["model"], "latent_prior": best.get("latent_prior"),
+                 "epoch": best["epoch"], "step": best["step"]}
     vae = VAE(VAEConfig.from_dict(state["vae_config"]))
     vae.load_state_dict(state["model"])
     return vae.eval(), state
@@ -89,9 +100,9 @@ def check_parity(vae: VAE, folder: Path, tolerance: float = PARITY_TOLERANCE) ->
     return errors
 
 
-def export(run: str | Path, out: str | Path) -> dict:
+def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
     run, out = Path(run), Path(out)
-    vae, state = load_vae(run)
+    vae, state = load_vae(run, weights)
     size, latent = vae.cfg.image_size, vae.cfg.latent_dim
     example_x = torch.rand(2, 3, size, size)
     example_z = torch.randn(2, latent)
@@ -115,6 +126,12 @@ def export(run: str | Path, out: str | Path) -> dict:
 
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        validation = metrics.get("validation", {})
+        training = metrics.get("training", {"epochs": state["epoch"], "steps": state["step"]})
+        if weights == "best":
+            validation = {**validation, **state["best"]["validation"]}  # keeps the mean-image baseline
+            training = {**training, "weights": f"best validation PSNR, epoch {state['epoch']} of "
+                        f"{training.get('epochs', '?')}"}
         files = sorted(p.name for p in staging.iterdir())
         meta = {
             "format_version": FORMAT_VERSION,
@@ -127,8 +144,8 @@ def export(run: str | Path, out: str | Path) -> dict:
             "files": {name: hashlib.sha256((staging / name).read_bytes()).hexdigest() for name in files},
             "architecture": vae.cfg.to_dict(),
             "loss": state.get("loss_config", {}),
-            "training": metrics.get("training", {"epochs": state["epoch"], "steps": state["step"]}),
-            "metrics": metrics.get("validation", {}),
+            "training": training,
+            "metrics": validation,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "exported_from": run.name,
             "torch_version": torch.__version__,
@@ -155,9 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.export", description="Export a run for the service.")
     p.add_argument("run", help="training run folder (holds checkpoint.pt)")
     p.add_argument("--out", required=True, help="model directory to write (replaced if it exists)")
+    p.add_argument("--weights", choices=WEIGHTS, default="final",
+                   help="the last weights, or those kept at the best validation PSNR")
     args = p.parse_args(argv)
     try:
-        meta = export(args.run, args.out)
+        meta = export(args.run, args.out, args.weights)
     except ExportError as exc:
         sys.exit(f"error: {exc}")
     sizes = ", ".join(f"{n} {Path(args.out, n).stat().st_size / 1e6:.1f} MB" for n in meta["files"])

@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     optimizer = torch.optim.AdamW(vae.parameters(), lr=s["lr"], betas=(0.9, 0.99), weight_decay=0.0)
 
     epoch, step, elapsed, history = 0, 0, 0.0, []
+    best = None  # the served weights at the best validation PSNR so far, with when and how good
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
         try:
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         vae.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
+        best = state.get("best")
         torch.set_rng_state(state["rng"])
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
@@ -324,6 +326,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         }
         if ema:
             state["train_model"] = vae.state_dict()
+        if best:
+            state["best"] = best
         if latent_prior:
             state["latent_prior"] = latent_prior
         checkpoint.save_atomic(state, ckpt_path)
@@ -373,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         last = stop or epoch == s["epochs"]
         if epoch % s["sample_every"] == 0 or last:
             metrics = evaluate(served, val, device)
+            best = keep_best(best, served, metrics, epoch, step)
             entry.update({f"val_{k}": v for k, v in metrics.items()})
             bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
             frame = out / "samples" / f"epoch_{epoch:04d}.png"
@@ -390,10 +395,18 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     result = None
     if master:
+        metrics = evaluate(served, val, device)
+        best = keep_best(best, served, metrics, epoch, step)
         latent_prior = prior.fit(served.encoder, train, device, seed=s["seed"])
         latent_prior.update(data=str(s["data"]), filter=list(s["filter"]))
+        if best["step"] == step:
+            best["latent_prior"] = latent_prior
+        else:  # export --weights best samples through a distribution fitted to those weights' codes
+            best_vae = VAE(cfg).to(device)
+            best_vae.load_state_dict(best["model"])
+            best["latent_prior"] = {**prior.fit(best_vae.encoder, train, device, seed=s["seed"]),
+                                    "data": str(s["data"]), "filter": list(s["filter"])}
         save_checkpoint(latent_prior)
-        metrics = evaluate(served, val, device)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
             "validation": {**metrics, "images": len(val), "mean_image_psnr": mean_image_psnr(train, val.to(train.device))},
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                          "precision": precision, "ema": s.get("ema") or 0.0,
                          "world_size": world, "data": str(s["data"]), "filter": s["filter"],
                          "val_filter": s.get("val_filter", []), "init": s.get("init")},
+            "best": {"epoch": best["epoch"], "step": best["step"], **best["validation"]},
             "model": {**cfg.to_dict(), "parameters": parameters},
             "loss": loss_cfg.to_dict(),
             "sampling": {"prior": "gaussian fitted to the training photos' codes", "codes": latent_prior["codes"],
@@ -416,6 +430,15 @@ def main(argv: list[str] | None = None) -> dict | None:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def keep_best(best: dict | None, served, metrics: dict, epoch: int, step: int) -> dict:
+    """The served weights (a CPU copy) if they beat the best validation PSNR so far: what
+    `training.export --weights best` exports when a run peaks before it ends."""
+    if best is not None and metrics["psnr"] <= best["validation"]["psnr"]:
+        return best
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in served.state_dict().items()}
+    return {"epoch": epoch, "step": step, "validation": dict(metrics), "model": weights}
 
 
 def _agree(flag: bool, device, world: int) -> bool:
