@@ -6,31 +6,32 @@
 #     bash scripts/gpu_session.sh speed    carry: data-carry/part-1
 #     true                                 carry: data-carry/part-2
 #     bash scripts/gpu_session.sh train    carry: data-carry/part-3, data-carry/manifest.csv
-# `speed` runs tests/test_cuda.py and measures training images/s (benchmarks/train_speed.py);
-# `train` pre-trains on every photo (validated on the catalogue val rows), then fine-tunes on
-# the catalogue set, whose photos the sampling distribution is then fitted on. Each step writes
-# to $OUT, which the device tool brings back (at most 8 files): the weights without optimizer
-# state, with the fitted distribution, and the reports. Then, here:
-#     python -m training.export FETCHED/run --out model/default
-# copy train_speed_cuda.json to benchmarks/results/ and loss.png to docs/, and redraw the
-# README's figures with benchmarks.compare_runs and benchmarks.sample_quality.
+# `speed` runs tests/test_cuda.py and measures training images/s (benchmarks/train_speed.py).
+# `train` trains one run per entry of CONFIGS, side by side on the one GPU (a 3.6M-parameter
+# VAE leaves an H200 room), each on every photo and validated on the catalogue val rows
+# (the default model's recipe, README). Each step writes to $OUT, which the device tool
+# brings back (at most 8 files): per run NAME, NAME.pt (the weights of its best validation
+# PSNR and their sampling distribution, no optimizer state) and NAME.tar.gz (config.json,
+# metrics.json whose "validation" is those weights', loss.png, the last sample grid). Then, here:
+#     mkdir -p runs/NAME && tar -xzf FETCHED/NAME.tar.gz -C runs/NAME && cp FETCHED/NAME.pt runs/NAME/checkpoint.pt
+#     python -m training.prior runs/NAME --data ../shared/data/manifest.csv --filter white_background=1
+#     python -m training.export runs/NAME --out model/default
 # Settings come from the environment.
-# Budget: 15 min of device time per session, start-up included. Estimated, not yet measured
-# (no GPU has run this): about 3 min start, 3 min `speed`, 7 min `train` with these defaults.
 set -euo pipefail
 
 OUT=${OUT:-runs/gpu}
 PY=${PY:-python3}
 DATA=${DATA:-data-carry/manifest.csv}
-PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-200}  # 0: train on the catalogue set only
-FINETUNE_SECONDS=${FINETUNE_SECONDS:-60}
+TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 BATCH=${BATCH:-256}
 SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "256 1024"; each size costs a compile
 COMPILE=${COMPILE---compile}  # COMPILE= (empty) for a CPU smoke run
-# TRAIN_FLAGS adds to or overrides the recipe (argparse keeps the last value of a flag).
-TRAIN_FLAGS=${TRAIN_FLAGS:-}
-RUN=${RUN:-runs/gpu-run}  # checkpoints stay on the machine; only what the README needs comes back
+# One run per line, "NAME flags...": flags add to or override the recipe (argparse keeps a
+# flag's last value). At most 3 runs: 2 files each + session.log fit the 8 that come back.
+CONFIGS=${CONFIGS:-"scratch --beta 0.02"}
+RUNS=${RUNS:-runs}  # checkpoints stay on the machine; only what the README needs comes back
+SAMPLE_EVERY=${SAMPLE_EVERY:-50}  # epochs between validations: an epoch is well under a second there
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
@@ -44,38 +45,49 @@ speed() {
   cp benchmarks/results/train_speed_cuda.json "$OUT/"
 }
 
-train() {
-  local init=()
-  rm -rf "$RUN" "$RUN-all"
-  # Validation and grids every 50 (then 200) epochs: epochs last well under a second there.
-  # shellcheck disable=SC2086
-  if [ "$PRETRAIN_SECONDS" != 0 ]; then
-    echo "== pre-training for ${PRETRAIN_SECONDS}s on every photo of $DATA"
-    timeout $((PRETRAIN_SECONDS + 240)) "$PY" -m training.train --data "$DATA" --val-filter white_background=1 \
-      --out "$RUN-all" --max-time "$PRETRAIN_SECONDS" --epochs 1000000 --batch-size "$BATCH" $COMPILE \
-      --sample-every 50 --checkpoint-interval 60 $TRAIN_FLAGS
-    init=(--init "$RUN-all" --lr 3e-4 --kl-warmup 0)
-  fi
-  echo "== training for ${FINETUNE_SECONDS}s on the catalogue photos of $DATA"
-  # shellcheck disable=SC2086
-  timeout $((FINETUNE_SECONDS + 240)) "$PY" -m training.train --data "$DATA" --filter white_background=1 \
-    --out "$RUN" --max-time "$FINETUNE_SECONDS" --epochs 1000000 --batch-size "$BATCH" $COMPILE \
-    --sample-every 200 --checkpoint-interval 60 "${init[@]}" $TRAIN_FLAGS
-
-  echo "== bring back"
-  # The weights without the optimizer state (export runs here, on the service's CPU torch,
-  # with its parity check), and the reports.
-  mkdir -p "$OUT/run"
-  "$PY" - "$RUN/checkpoint.pt" "$OUT/run/checkpoint.pt" <<'PY'
-import sys, torch
-state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-keep = ("model", "vae_config", "loss_config", "latent_prior", "epoch", "step", "elapsed", "history")
-torch.save({k: state[k] for k in keep}, sys.argv[2])
+bring_back() {  # NAME: the best weights without optimizer state, and the reports
+  local name=$1 run="$RUNS/$1"
+  "$PY" - "$run" "$OUT/$name.pt" <<'PY'
+import json, sys, torch
+from pathlib import Path
+run, dest = Path(sys.argv[1]), sys.argv[2]
+state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+best = state["best"]
+keep = {k: state[k] for k in ("vae_config", "loss_config", "elapsed", "history")}
+torch.save({**keep, "model": best["model"], "latent_prior": best["latent_prior"], "epoch": best["epoch"],
+            "step": best["step"]}, dest)
+metrics = json.loads((run / "metrics.json").read_text())
+metrics["final_validation"] = metrics["validation"]
+metrics["validation"] = {**metrics["validation"], **best["validation"]}
+metrics["training"]["weights"] = f"best validation PSNR, epoch {best['epoch']} of {metrics['training']['epochs']}"
+(run / "metrics.json").write_text(json.dumps(metrics, indent=2))
 PY
-  cp "$RUN"/config.json "$RUN"/metrics.json "$RUN"/loss.png "$OUT/run/"
-  cp "$(ls "$RUN"/samples/*.png | tail -1)" "$OUT/run/samples.png"
-  if [ -f "$RUN-all/metrics.json" ]; then cp "$RUN-all/metrics.json" "$OUT/run/pretrain_metrics.json"; fi
-  ls -la "$OUT" "$OUT/run"
+  cp "$(ls "$run"/samples/*.png | tail -1)" "$run/samples.png"
+  tar -czf "$OUT/$name.tar.gz" -C "$run" config.json metrics.json loss.png samples.png
+}
+
+train() {
+  local pids=() names=() name flags
+  mkdir -p "$RUNS"
+  while read -r name flags; do
+    [ -n "$name" ] || continue
+    rm -rf "${RUNS:?}/$name"
+    echo "== $name: ${TRAIN_SECONDS}s on every photo of $DATA: $flags"
+    # shellcheck disable=SC2086
+    timeout $((TRAIN_SECONDS + 300)) "$PY" -m training.train --data "$DATA" --val-filter white_background=1 \
+      --out "$RUNS/$name" --max-time "$TRAIN_SECONDS" --epochs 1000000 --batch-size "$BATCH" $COMPILE \
+      --sample-every "$SAMPLE_EVERY" --checkpoint-interval 60 $flags > "$RUNS/$name.log" 2>&1 &
+    pids+=($!) names+=("$name")
+  done <<< "$CONFIGS"
+  local i failed=0
+  for i in "${!pids[@]}"; do
+    name=${names[$i]}
+    if wait "${pids[$i]}"; then bring_back "$name"; else echo "== $name FAILED"; failed=1; fi
+    # The progress bar's carriage returns would bury the validation lines.
+    tr '\r' '\n' < "$RUNS/$name.log" | grep -av "step/s\|^$" | tail -40 | sed "s/^/[$name] /"
+  done
+  ls -la "$OUT"
+  return $failed
 }
 
 case "${1:-}" in

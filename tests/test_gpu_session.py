@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from tests.conftest import TINY_MODEL_FLAGS, needs_torch
@@ -27,18 +28,21 @@ def synthetic_manifest(folder: Path) -> Path:
     return manifest
 
 
-def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, synthetic_dir):
+def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, synthetic_dir, tiny_run):
     import torch
 
     from training.export import export
 
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "RUN": str(tmp_path / "run"), "PY": sys.executable,
-           "DATA": str(synthetic_manifest(synthetic_dir)), "PRETRAIN_SECONDS": "2", "FINETUNE_SECONDS": "2",
-           "COMPILE": "", "TRAIN_FLAGS": " ".join(TINY_MODEL_FLAGS)}
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    tiny = " ".join(TINY_MODEL_FLAGS)
+    # Two runs side by side, as on the GPU: one from scratch, one fine-tuning a carried checkpoint file.
+    configs = f"scratch {tiny}\nfinetune {tiny} --init {tiny_run / 'checkpoint.pt'} --lr 3e-4 --kl-warmup 0"
+    env = {**os.environ, "OUT": str(out), "RUNS": str(runs), "PY": sys.executable, "TRAIN_SECONDS": "3",
+           "DATA": str(synthetic_manifest(synthetic_dir)), "COMPILE": "", "CONFIGS": configs}
     done = subprocess.run(["bash", "scripts/gpu_session.sh", "train"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[scratch] validation: PSNR" in done.stdout and "[finetune] validation: PSNR" in done.stdout
 
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= MAX_FILES, files
@@ -46,18 +50,26 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
         rel = f.relative_to(out)
         assert len(rel.parts) - 1 <= MAX_FOLDERS_DOWN and f.stat().st_size <= MAX_FILE_BYTES, rel
         assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
-    assert {"session.log", "run/checkpoint.pt", "run/metrics.json", "run/loss.png", "run/samples.png",
-            "run/pretrain_metrics.json"} <= {str(f.relative_to(out)) for f in files}
-    pretrain = json.loads((out / "run" / "pretrain_metrics.json").read_text())
-    assert pretrain["training"]["images"] > 2 * json.loads((out / "run" / "metrics.json").read_text())[
-        "training"]["images"]  # every photo, then the catalogue half
-    assert json.loads((out / "run" / "config.json").read_text())["init"] == str(tmp_path / "run") + "-all"
+    assert {f.name for f in files} == {"session.log", "scratch.pt", "scratch.tar.gz", "finetune.pt",
+                                       "finetune.tar.gz"}
 
-    state = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
-    assert "optimizer" not in state  # weights only: the optimizer state would double the size
-    meta = export(out / "run", tmp_path / "model")
-    metrics = json.loads((out / "run" / "metrics.json").read_text())
-    assert meta["metrics"] == metrics["validation"] and meta["image_size"] == 64
-    # The sampling distribution comes back too, fitted on the catalogue photos the last stage trained on.
-    assert meta["latent"]["prior_file"] == "latent_prior.npz"
-    assert meta["latent"]["prior_fitted_on"]["filter"] == ["white_background=1"]
+    for name in ("scratch", "finetune"):  # what the README says to do here with what came back
+        run = tmp_path / "back" / name
+        run.mkdir(parents=True)
+        with tarfile.open(out / f"{name}.tar.gz") as tar:
+            tar.extractall(run, filter="data")
+        assert {p.name for p in run.iterdir()} == {"config.json", "metrics.json", "loss.png", "samples.png"}
+        (run / "checkpoint.pt").write_bytes((out / f"{name}.pt").read_bytes())
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert "optimizer" not in state and "train_model" not in state  # weights only: a third the size
+        full = torch.load(runs / name / "checkpoint.pt", weights_only=True)
+        assert all(torch.equal(state["model"][k], full["best"]["model"][k]) for k in state["model"])
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["validation"]["psnr"] == full["best"]["validation"]["psnr"] >= metrics["final_validation"]["psnr"]
+        # On every photo, validated on the catalogue val rows; fine-tuning took the carried weights.
+        config = json.loads((run / "config.json").read_text())
+        assert config["filter"] == [] and config["val_filter"] == ["white_background=1"]
+        assert config["init"] == (str(tiny_run / "checkpoint.pt") if name == "finetune" else None)
+        meta = export(run, tmp_path / "model" / name)
+        assert meta["metrics"] == metrics["validation"] and meta["image_size"] == 64
+        assert meta["latent"]["prior_file"] == "latent_prior.npz"
