@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # What a GPU session runs, in steps that each fit one device call (< 10 min), from the
 # repository root on the GPU machine. Prepare the photos here first:
-#     python -m scripts.carry_photos --set all      # data-carry/part-1..3 + manifest.csv
+#     python -m scripts.carry_photos --set all      # data-carry/part-1.zip .. part-3.zip
 # then, through the device tool (the machine keeps files between calls while it is warm):
-#     bash scripts/gpu_session.sh speed    carry: data-carry/part-1
-#     true                                 carry: data-carry/part-2
-#     bash scripts/gpu_session.sh train    carry: data-carry/part-3, data-carry/manifest.csv
+#     bash scripts/gpu_session.sh speed    carry: data-carry/part-1.zip
+#     bash scripts/gpu_session.sh unpack   carry: data-carry/part-2.zip
+#     bash scripts/gpu_session.sh train    carry: data-carry/part-3.zip (+ a checkpoint to --init from)
+# Each step first unpacks the parts that came with it (the last one holds manifest.csv).
 # `speed` runs tests/test_cuda.py and measures training images/s (benchmarks/train_speed.py).
 # `train` trains one run per entry of CONFIGS, side by side on the one GPU (a 3.6M-parameter
 # VAE leaves an H200 room), each on every photo and validated on the catalogue val rows
@@ -21,7 +22,8 @@ set -euo pipefail
 
 OUT=${OUT:-runs/gpu}
 PY=${PY:-python3}
-DATA=${DATA:-data-carry/manifest.csv}
+CARRY=${CARRY:-data-carry}  # where the zipped parts arrive and are unpacked
+DATA=${DATA:-$CARRY/manifest.csv}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 BATCH=${BATCH:-256}
@@ -35,6 +37,14 @@ SAMPLE_EVERY=${SAMPLE_EVERY:-50}  # epochs between validations: an epoch is well
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
+
+unpack() {
+  local zip
+  for zip in "$CARRY"/part-*.zip; do
+    [ -e "$zip" ] || continue
+    "$PY" -m zipfile -e "$zip" "$CARRY"
+  done
+}
 
 speed() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
@@ -91,7 +101,8 @@ train() {
 }
 
 case "${1:-}" in
-  speed) speed ;;
-  train) train ;;
-  *) echo "usage: bash scripts/gpu_session.sh speed|train" >&2; exit 2 ;;
+  speed) unpack; speed ;;
+  unpack) unpack ;;
+  train) unpack; train ;;
+  *) echo "usage: bash scripts/gpu_session.sh speed|unpack|train" >&2; exit 2 ;;
 esac

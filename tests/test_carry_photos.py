@@ -1,5 +1,6 @@
 """scripts/carry_photos.py: the photos a GPU session needs, in parts that fit the device tool."""
 import csv
+import zipfile
 
 from scripts.carry_photos import main as carry_photos
 from tests.conftest import SHARED_DATA, catalogue_rows
@@ -7,13 +8,15 @@ from training.data import find_photos
 
 
 def test_parts_stay_under_the_limit_and_the_manifest_keeps_the_split(tmp_path, capsys):
-    out = tmp_path / "data-carry"
-    carry_photos(["--data", str(SHARED_DATA), "--out", str(out), "--part-mib", "2"])
-    parts = sorted(out.glob("part-*"))
-    assert len(parts) >= 2
-    for part in parts:
-        assert sum(f.stat().st_size for f in part.rglob("*") if f.is_file()) <= 2 * 2**20
-    assert "manifest.csv: the last call" in capsys.readouterr().out
+    packed, out = tmp_path / "data-carry", tmp_path / "unpacked"
+    carry_photos(["--data", str(SHARED_DATA), "--out", str(packed), "--part-mib", "2"])
+    parts = sorted(packed.glob("part-*.zip"))
+    assert len(parts) >= 2 and "(+ manifest.csv)" in capsys.readouterr().out
+    for part in parts:  # each travels as one file, within the limit
+        assert part.stat().st_size <= 2 * 2**20
+        with zipfile.ZipFile(part) as archive:  # as the GPU machine unpacks them
+            archive.extractall(out)
+            assert ("manifest.csv" in archive.namelist()) == (part == parts[-1])
 
     with open(out / "manifest.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

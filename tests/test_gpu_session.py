@@ -38,7 +38,8 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
     # Two runs side by side, as on the GPU: one from scratch, one fine-tuning a carried checkpoint file.
     configs = f"scratch {tiny}\nfinetune {tiny} --init {tiny_run / 'checkpoint.pt'} --lr 3e-4 --kl-warmup 0"
     env = {**os.environ, "OUT": str(out), "RUNS": str(runs), "PY": sys.executable, "TRAIN_SECONDS": "3",
-           "DATA": str(synthetic_manifest(synthetic_dir)), "COMPILE": "", "CONFIGS": configs}
+           "DATA": str(synthetic_manifest(synthetic_dir)), "COMPILE": "", "CONFIGS": configs,
+           "CARRY": str(tmp_path / "carry")}
     done = subprocess.run(["bash", "scripts/gpu_session.sh", "train"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
