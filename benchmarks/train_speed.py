@@ -4,9 +4,9 @@
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
     python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
 
-Each step is exactly the trainer's (training.train.train_step): augmentation on the
-device, forward in bf16 autocast where the hardware has it (the trainer's --precision
-auto), backward, gradient clipping, AdamW. The images
+Each step is exactly the trainer's (training.train.train_step, then the weights' moving
+average): augmentation on the device, forward in bf16 autocast where the hardware has it
+(the trainer's --precision auto), backward, gradient clipping, AdamW, EMA. The images
 are random uint8 tensors kept on the device, as the trainer keeps a dataset that fits.
 Writes benchmarks/results/train_speed_<device>.json.
 """
@@ -19,18 +19,20 @@ import torch
 
 from benchmarks.common import save
 from model.vae import VAE, VAEConfig
+from training.ema import EMA
 from training.losses import LossConfig
 from training.train import PRECISIONS, autocast_for, build_parser, resolve_precision, train_step
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_model: bool, seconds: float,
-            precision: str) -> dict:
+            precision: str, fused: bool = False) -> dict:
     cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
                     settings["max_channels"], settings["res_blocks"])
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
     model = torch.compile(vae) if compile_model else vae
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99), fused=fused or None)
+    ema = EMA(vae, settings["ema"]) if settings["ema"] else None
     loss_cfg = LossConfig(beta=settings["beta"])
     autocast = autocast_for(device, precision)
     pool = torch.randint(0, 256, (max(batch * 4, 1024), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
@@ -44,6 +46,8 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
         for _ in range(steps):
             idx = torch.randint(0, len(pool), (batch,), device=device)
             train_step(model, optimizer, pool[idx], device, settings, loss_cfg, 0.5, autocast)
+            if ema:
+                ema.update(vae, 1000)
 
     started = time.perf_counter()
     run(5)  # compile, cudnn autotuning, allocator warm-up
@@ -61,7 +65,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     run(steps)
     sync()
     elapsed = time.perf_counter() - start
-    result = {"batch": batch, "compile": compile_model, "precision": precision, "steps": steps,
+    result = {"batch": batch, "compile": compile_model, "precision": precision, "fused_adamw": fused, "steps": steps,
               "seconds": round(elapsed, 2),
               "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
@@ -74,6 +78,7 @@ def main() -> None:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: the trainer's default batch")
     p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    p.add_argument("--fused", action="store_true", help="also measure AdamW's fused kernel (not the trainer's yet)")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                    help="auto: what the trainer uses on this device")
@@ -88,10 +93,11 @@ def main() -> None:
     for batch in batches:
         for compile_model in ([False, True] if args.compile else [False]):
             for precision in dict.fromkeys(resolve_precision(device, p) for p in args.precision):
-                r = measure(settings, batch, device, compile_model, args.seconds, precision)
-                runs.append(r)
-                print(f"batch {batch:5d} compile {str(compile_model):5s} {precision}: "
-                      f"{r['images_per_second']:>10,.1f} images/s", flush=True)
+                for fused in [False, True] if args.fused else [False]:
+                    r = measure(settings, batch, device, compile_model, args.seconds, precision, fused)
+                    runs.append(r)
+                    print(f"batch {batch:5d} compile {str(compile_model):5s} {precision} fused {str(fused):5s}: "
+                          f"{r['images_per_second']:>10,.1f} images/s", flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = save(f"train_speed_{device.type}", {
         "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -28,6 +28,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 BATCH=${BATCH:-256}
 SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "256 1024"; each size costs a compile
+SPEED_FLAGS=${SPEED_FLAGS:-}  # e.g. --fused: also time AdamW's fused kernel
 COMPILE=${COMPILE---compile}  # COMPILE= (empty) for a CPU smoke run
 # One run per line, "NAME flags...": flags add to or override the recipe (argparse keeps a
 # flag's last value). At most 3 runs: 2 files each + session.log fit the 8 that come back.
@@ -51,7 +52,7 @@ speed() {
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   # The CUDA paths CI cannot run (no host-device sync in a step; bf16 + compile; GPU -> CPU export).
   timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || echo "CUDA tests FAILED: see above"
-  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes $SPEED_BATCHES --compile --seconds "$SPEED_SECONDS"
+  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes $SPEED_BATCHES --compile --seconds "$SPEED_SECONDS" $SPEED_FLAGS
   cp benchmarks/results/train_speed_cuda.json "$OUT/"
 }
 
