@@ -135,3 +135,28 @@ def test_ddp_with_torchrun_on_cpu(tmp_path, synthetic_dir):
     assert result["training"]["world_size"] == 2
     assert result["training"]["steps"] == 2 * (result["training"]["images"] // 16)
     assert shutil.which("true")  # keep flake8 quiet about shutil on some setups
+
+
+def test_weight_decay_and_zoom_shift_augmentation_are_applied_and_recorded(tmp_path, synthetic_dir):
+    import torch
+
+    from training import checkpoint
+    from training.train import main
+
+    def run(name, *flags):
+        main(["--data", str(synthetic_dir), "--out", str(tmp_path / name), "--epochs", "3", "--ema", "0",
+              *TINY_MODEL_FLAGS, *flags])
+        state = checkpoint.load(tmp_path / name / "checkpoint.pt")
+        norm = torch.sqrt(sum((w.float() ** 2).sum() for k, w in state["model"].items() if k.endswith("weight")))
+        return state, norm.item(), json.loads((tmp_path / name / "config.json").read_text())
+
+    plain, plain_norm, _ = run("plain", "--lr", "3e-3")
+    warped, _, _ = run("warped", "--lr", "3e-3", "--zoom", "0.3", "--shift", "0.2")
+    # Same seed, same photos, same order: only the augmentation differs, so the losses do.
+    assert warped["history"][0]["train_recon"] != plain["history"][0]["train_recon"]
+    state, decayed_norm, config = run("regularised", "--lr", "3e-3", "--weight-decay", "30", "--zoom", "0.1",
+                                      "--shift", "0.05")
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 30
+    assert decayed_norm < 0.8 * plain_norm  # decoupled decay shrank the weights: (1 - lr * 30) per step
+    assert (config["weight_decay"], config["zoom"], config["shift"]) == (30, 0.1, 0.05)
+    assert all(h["train_loss"] == h["train_loss"] for h in state["history"])  # finite: no NaN from the warp

@@ -119,6 +119,40 @@ def test_augment_flips_and_stays_in_range():
     assert coloured.min() >= 0 and coloured.max() <= 1 and not torch.allclose(coloured, x)
 
 
+def test_zoom_and_shift_move_the_picture_and_fill_with_white():
+    from training.augment import zoom_and_shift
+
+    x = torch.ones(1, 3, 32, 32)
+    x[0, :, 12:20, 12:20] = 0.0  # a black 8x8 square in the middle of a white picture
+
+    def box(img):  # rows and columns that are mostly dark
+        dark = img[0].mean(0) < 0.5
+        rows, cols = dark.any(1).nonzero().flatten(), dark.any(0).nonzero().flatten()
+        return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
+
+    same = zoom_and_shift(x, torch.tensor([1.0]), torch.zeros(1, 2))
+    assert torch.allclose(same, x, atol=1e-6)
+    # A quarter of the width to the right and an eighth down: 8 and 4 pixels.
+    moved = zoom_and_shift(x, torch.tensor([1.0]), torch.tensor([[0.25, 0.125]]))
+    assert box(moved) == (16, 23, 20, 27)
+    assert torch.allclose(moved[0, :, :, :8], torch.ones(3, 32, 8), atol=1e-6)  # white came in from the left
+    # Twice the size, about the centre: the square becomes 16x16.
+    top, bottom, left, right = box(zoom_and_shift(x, torch.tensor([2.0]), torch.zeros(1, 2)))
+    assert (bottom - top + 1, right - left + 1) == (16, 16)
+    # Zoomed out, the picture's edges show white, never black.
+    small = zoom_and_shift(torch.rand(2, 3, 16, 16), torch.tensor([0.5, 0.5]), torch.zeros(2, 2))
+    assert torch.allclose(small[:, :, 0], torch.ones(2, 3, 16), atol=1e-6)
+
+
+def test_augment_with_zoom_and_shift_varies_per_image_and_stays_in_range():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16).expand(8, -1, -1, -1).clone()
+    out = augment(x, flip=False, hue_prob=0.0, zoom=0.2, shift=0.1)
+    assert out.min() >= 0 and out.max() <= 1
+    assert len({tuple(o.flatten()[:64].tolist()) for o in out}) == 8  # each image framed differently
+    assert torch.equal(augment(x, flip=False, hue_prob=0.0), x)  # off by default
+
+
 def test_metrics():
     a = torch.rand(3, 3, 32, 32)
     assert torch.allclose(ssim(a, a), torch.ones(3), atol=1e-5)

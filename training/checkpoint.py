@@ -62,3 +62,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a training checkpoint")
     return state
+
+
+def checkpoint_path(run: str | Path) -> Path:
+    """A run folder's checkpoint.pt, or the checkpoint file itself (a trimmed or carried one)."""
+    run = Path(run)
+    return run / "checkpoint.pt" if run.is_dir() else run

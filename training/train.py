@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--no-flip", dest="flip", action="store_false")
     opt.add_argument("--hue-prob", type=float, default=0.8, help="probability of a random hue rotation")
+    opt.add_argument("--zoom", type=float, default=0.0, help="random scale in [1 - ZOOM, 1 + ZOOM] (white fill)")
+    opt.add_argument("--shift", type=float, default=0.0, help="random shift of up to SHIFT of the image size")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     opt.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     opt.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -116,9 +119,8 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 
 def load_init(run: Path) -> dict:
-    path = run / "checkpoint.pt" if run.is_dir() else run
     try:
-        return checkpoint.load(path)
+        return checkpoint.load(checkpoint.checkpoint_path(run))
     except checkpoint.CheckpointError as exc:
         raise SystemExit(f"error: --init: {exc}") from None
 
@@ -179,7 +181,8 @@ def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
 
 def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
     """One optimisation step on a uint8 batch: augment on the device, forward in bf16 on GPUs, update."""
-    x = augment(to_float(batch_uint8, device), s["flip"], s["hue_prob"])
+    x = augment(to_float(batch_uint8, device), s["flip"], s["hue_prob"], zoom=s.get("zoom", 0.0),
+                shift=s.get("shift", 0.0))
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast:
         recon, mu, logvar = model(x)
@@ -280,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         free_bits=s["free_bits"], warmup=s["kl_warmup"],
     )
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=s["lr"], betas=(0.9, 0.99), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=s["lr"], betas=(0.9, 0.99),
+                                  weight_decay=s.get("weight_decay", 0.0))
 
     epoch, step, elapsed, history = 0, 0, 0.0, []
     best = None  # the served weights at the best validation PSNR so far, with when and how good

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--encoder-width", type=int, required=True, help="new encoder width multiplier (2: twice the decoder's)")
     p.add_argument("--out", type=Path, required=True, help="folder for the widened checkpoint.pt (for train --init)")
     args = p.parse_args(argv)
-    source = args.run / "checkpoint.pt" if args.run.is_dir() else args.run
+    source = checkpoint.checkpoint_path(args.run)
     try:
         state = checkpoint.load(source)
         wide = widen_encoder(state, args.encoder_width)
