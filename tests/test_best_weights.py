@@ -65,3 +65,15 @@ def test_export_of_best_weights_names_a_checkpoint_that_has_none(tmp_path, tiny_
     torch.save(state, old / "checkpoint.pt")
     with pytest.raises(SystemExit, match="no best weights kept"):
         main([str(old), "--out", str(tmp_path / "model"), "--weights", "best"])
+
+
+def test_curves_report_the_best_and_last_validation_points(tiny_run):
+    from benchmarks.curves import curve
+    from training import checkpoint
+
+    result = curve(tiny_run)
+    state = checkpoint.load(tiny_run / "checkpoint.pt")
+    assert [p["epoch"] for p in result["validation"]] == [h["epoch"] for h in state["history"]]
+    assert result["best"]["psnr"] == max(p["psnr"] for p in result["validation"])
+    assert result["best"]["psnr"] == round(state["best"]["validation"]["psnr"], 3)  # the trainer's own choice
+    assert result["last"] == result["validation"][-1] and result["config"]["out"] == str(tiny_run)
