@@ -4,10 +4,11 @@ Horizontal flips, and hue rotation: most available photos are of red cars, but u
 upload cars of every colour. Rotating hue in YIQ space turns the chroma plane while
 keeping luminance, so a red car becomes a blue or green one and white and grey
 (backgrounds, tyres, glass) stay exactly as they are.
-Optionally (off by default: not yet measured), a random zoom and shift, filling with
-white as the loader pads: users frame their cars less exactly than a catalogue does,
-and a network that overfits its photos (the default model's run did, after 200 epochs)
-is usually helped by seeing each one framed a little differently every time.
+Then a random zoom and shift (the trainer's --zoom 0.1 --shift 0.05 by default), filling
+with white as the loader pads: users frame their cars less exactly than a catalogue does,
+and a network that overfits its photos (the default model's GPU run did, after 200 epochs)
+is helped by seeing each one framed a little differently every time: +1.8 dB on a 64 px
+pilot, +0.3 dB fine-tuning the default (README, "A random zoom and shift against overfitting").
 """
 from __future__ import annotations
 
