@@ -47,7 +47,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
             idx = torch.randint(0, len(pool), (batch,), device=device)
             train_step(model, optimizer, pool[idx], device, settings, loss_cfg, 0.5, autocast)
             if ema:
-                ema.update(vae, 1000)
+                ema.update(vae, 1000)  # past the decay's warm-up: the trainer's steady state
 
     started = time.perf_counter()
     run(5)  # compile, cudnn autotuning, allocator warm-up

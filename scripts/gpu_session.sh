@@ -63,17 +63,14 @@ bring_back() {  # NAME: the best weights without optimizer state, and the report
   "$PY" - "$run" "$OUT/$name.pt" <<'PY'
 import json, sys, torch
 from pathlib import Path
+from training import checkpoint
 run, dest = Path(sys.argv[1]), sys.argv[2]
-state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-best = state["best"]
-keep = {k: state[k] for k in ("vae_config", "loss_config", "elapsed", "history")}
-torch.save({**keep, "model": best["model"], "latent_prior": best["latent_prior"], "epoch": best["epoch"],
-            "step": best["step"]}, dest)
+state = checkpoint.with_best(checkpoint.load(run / "checkpoint.pt"))
+keep = ("model", "latent_prior", "epoch", "step", "vae_config", "loss_config", "elapsed", "history")
+torch.save({k: state[k] for k in keep}, dest)
 metrics = json.loads((run / "metrics.json").read_text())
-metrics["final_validation"] = metrics["validation"]
-metrics["validation"] = {**metrics["validation"], **best["validation"]}
-metrics["training"]["weights"] = f"best validation PSNR, epoch {best['epoch']} of {metrics['training']['epochs']}"
-(run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+best = {**checkpoint.best_metrics(metrics, state["best"]), "final_validation": metrics["validation"]}
+(run / "metrics.json").write_text(json.dumps(best, indent=2))
 PY
   cp "$(ls "$run"/samples/*.png | tail -1)" "$run/samples.png"
   tar -czf "$OUT/$name.tar.gz" -C "$run" config.json metrics.json loss.png samples.png

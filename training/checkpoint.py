@@ -68,3 +68,20 @@ def checkpoint_path(run: str | Path) -> Path:
     """A run folder's checkpoint.pt, or the checkpoint file itself (a trimmed or carried one)."""
     run = Path(run)
     return run / "checkpoint.pt" if run.is_dir() else run
+
+
+def with_best(state: dict) -> dict:
+    """The state with the weights kept at the best validation PSNR (and the sampling distribution
+    fitted to them) in place of the last ones; what `export --weights best` ships."""
+    best = state["best"]
+    return {**state, "model": best["model"], "latent_prior": best.get("latent_prior"),
+            "epoch": best["epoch"], "step": best["step"]}
+
+
+def best_metrics(metrics: dict, best: dict) -> dict:
+    """A run's metrics.json as it reads for its best weights: their validation numbers (the
+    mean-image baseline kept), and which weights they are."""
+    training = metrics.get("training", {})
+    weights = f"best validation PSNR, epoch {best['epoch']} of {training.get('epochs', '?')}"
+    return {**metrics, "validation": {**metrics.get("validation", {}), **best["validation"]},
+            "training": {**training, "weights": weights}}

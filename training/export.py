@@ -54,9 +54,7 @@ def load_vae(run: Path, weights: str = "final") -> tuple[VAE, dict]:
     if weights == "best":
         if "best" not in state:
             raise ExportError(f"{path}: no best weights kept (trained before the trainer kept them): use --weights final")
-        best = state["best"]
-        state = {**state, "model": best["model"], "latent_prior": best.get("latent_prior"),
-                 "epoch": best["epoch"], "step": best["step"]}
+        state = checkpoint.with_best(state)
     vae = VAE(VAEConfig.from_dict(state["vae_config"]))
     vae.load_state_dict(state["model"])
     return vae.eval(), state
@@ -126,12 +124,9 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
 
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        validation = metrics.get("validation", {})
-        training = metrics.get("training", {"epochs": state["epoch"], "steps": state["step"]})
+        metrics.setdefault("training", {"epochs": state["epoch"], "steps": state["step"]})
         if weights == "best":
-            validation = {**validation, **state["best"]["validation"]}  # keeps the mean-image baseline
-            training = {**training, "weights": f"best validation PSNR, epoch {state['epoch']} of "
-                        f"{training.get('epochs', '?')}"}
+            metrics = checkpoint.best_metrics(metrics, state["best"])
         files = sorted(p.name for p in staging.iterdir())
         meta = {
             "format_version": FORMAT_VERSION,
@@ -144,8 +139,8 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
             "files": {name: hashlib.sha256((staging / name).read_bytes()).hexdigest() for name in files},
             "architecture": vae.cfg.to_dict(),
             "loss": state.get("loss_config", {}),
-            "training": training,
-            "metrics": validation,
+            "training": metrics["training"],
+            "metrics": metrics.get("validation", {}),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "exported_from": run.name,
             "torch_version": torch.__version__,

@@ -267,9 +267,9 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
-    # Keep the whole (uint8) dataset on the GPU when it fits easily: no loader, no copies.
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    # Keep the whole (uint8) dataset on the GPU when it fits easily: no loader, no copies.
     if device.type == "cuda" and train.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
         train = train.to(device)
     elif device.type == "cuda":
@@ -404,15 +404,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     if master:
         metrics = evaluate(served, val, device)
         best = keep_best(best, served, metrics, epoch, step)
-        latent_prior = prior.fit(served.encoder, train, device, seed=s["seed"])
-        latent_prior.update(data=str(s["data"]), filter=list(s["filter"]))
+        def fit_prior(encoder) -> dict:
+            return {**prior.fit(encoder, train, device, seed=s["seed"]), "data": str(s["data"]),
+                    "filter": list(s["filter"])}
+
+        latent_prior = fit_prior(served.encoder)
         if best["step"] == step:
             best["latent_prior"] = latent_prior
         else:  # export --weights best samples through a distribution fitted to those weights' codes
             best_vae = VAE(cfg).to(device)
             best_vae.load_state_dict(best["model"])
-            best["latent_prior"] = {**prior.fit(best_vae.encoder, train, device, seed=s["seed"]),
-                                    "data": str(s["data"]), "filter": list(s["filter"])}
+            best["latent_prior"] = fit_prior(best_vae.encoder)
         save_checkpoint(latent_prior)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
