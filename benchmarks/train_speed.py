@@ -3,6 +3,7 @@
     python -m benchmarks.train_speed                      # CUDA if present, else CPU
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
     python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
+    python -m benchmarks.train_speed --flops                # floating-point operations per training image
 
 Each step is exactly the trainer's (training.train.train_step, then the weights' moving
 average): augmentation on the device, forward in bf16 autocast where the hardware has it
@@ -20,7 +21,7 @@ import torch
 from benchmarks.common import save
 from model.vae import VAE, VAEConfig
 from training.ema import EMA
-from training.losses import LossConfig
+from training.losses import LossConfig, vae_loss
 from training.train import PRECISIONS, autocast_for, build_parser, resolve_precision, train_step
 
 
@@ -73,17 +74,34 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     return result
 
 
+def flops_per_image(settings: dict) -> float:
+    """Forward + backward of one training image, counted by torch (the optimizer's few are left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
+                    settings["max_channels"], settings["res_blocks"])
+    vae, x = VAE(cfg), torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    with FlopCounterMode(display=False) as counter:
+        recon, mu, logvar = vae(x)
+        vae_loss(x, recon, mu, logvar, LossConfig(beta=settings["beta"]), 0.5)[0].backward()
+    return counter.get_total_flops() / len(x)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: the trainer's default batch")
     p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     p.add_argument("--fused", action="store_true", help="also measure AdamW's fused kernel (not the trainer's yet)")
+    p.add_argument("--flops", action="store_true", help="only print the operations per training image")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                    help="auto: what the trainer uses on this device")
     args = p.parse_args()
     settings = vars(build_parser().parse_args(["--out", "unused"]))
+    if args.flops:
+        print(f"{flops_per_image(settings) / 1e9:.2f} GFLOP per training image (forward + backward)")
+        return
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     if device.type == "cuda":
