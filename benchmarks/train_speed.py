@@ -4,34 +4,81 @@
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
     python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
     python -m benchmarks.train_speed --flops                # floating-point operations per training image
+    python -m benchmarks.train_speed --batch-sizes 1024 --compile default max-autotune-no-cudagraphs \
+        --variants model explicit-upsample padded-ends --profile  # levers, A/B, a kernel table each
 
 Each step is exactly the trainer's (training.train.train_step, then the weights' moving
 average): augmentation on the device, forward in bf16 autocast where the hardware has it
 (the trainer's --precision auto), backward, gradient clipping, AdamW, EMA. The images
 are random uint8 tensors kept on the device, as the trainer keeps a dataset that fits.
-Writes benchmarks/results/train_speed_<device>.json.
+--variants times the same function computed other ways, to measure a lever before the
+model takes it (tests/test_train_speed.py checks each computes what the model does):
+  explicit-upsample: the decoder as it was before model.vae.UpsampleConv (the upsampled
+      tensor written out, then the 3x3 convolution);
+  padded-ends: the two convolutions with 3 channels on one side (the encoder's first, the
+      decoder's last) zero-padded to 8, the channel multiple tensor cores need.
+Writes benchmarks/results/train_speed_<device>.json (and, with --profile, the operations
+that took the time, per setting: train_speed_<device>_profile.txt).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from functools import partial
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
-from benchmarks.common import save
-from model.vae import VAE, VAEConfig
+from benchmarks.common import RESULTS, save
+from model.vae import VAE, UpsampleConv, VAEConfig
 from training.ema import EMA
 from training.losses import LossConfig, vae_loss
 from training.train import PRECISIONS, autocast_for, build_parser, resolve_precision, train_step
 
 
-def measure(settings: dict, batch: int, device: torch.device, compile_model: bool, seconds: float,
-            precision: str, fused: bool = False) -> dict:
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+TENSOR_CORE_CHANNELS = 8
+
+
+def _upsample_then_convolve(conv: UpsampleConv, x: torch.Tensor) -> torch.Tensor:
+    return nn.Conv2d.forward(conv, F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x), its input and output channels zero-padded to a multiple of 8 and cut back."""
+    pad_in, pad_out = (-n % TENSOR_CORE_CHANNELS for n in (conv.in_channels, conv.out_channels))
+    weight = F.pad(conv.weight, (0, 0, 0, 0, 0, pad_in, 0, pad_out))
+    bias = F.pad(conv.bias, (0, pad_out))
+    x = F.pad(x, (0, 0, 0, 0, 0, pad_in)).contiguous(memory_format=torch.channels_last)
+    return conv._conv_forward(x, weight, bias)[:, : conv.out_channels]
+
+
+def _explicit_upsample(vae: VAE) -> None:
+    for conv in vae.modules():
+        if isinstance(conv, UpsampleConv):
+            conv.forward = partial(_upsample_then_convolve, conv)
+
+
+def _padded_ends(vae: VAE) -> None:
+    for conv in vae.modules():
+        if type(conv) is nn.Conv2d and (conv.in_channels % TENSOR_CORE_CHANNELS
+                                        or conv.out_channels % TENSOR_CORE_CHANNELS):
+            conv.forward = partial(_padded, conv)
+
+
+VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, "padded-ends": _padded_ends}
+
+
+def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
+            precision: str, fused: bool = False, variant: str = "model", profile: bool = False) -> dict:
     cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
                     settings["max_channels"], settings["res_blocks"])
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
-    model = torch.compile(vae) if compile_model else vae
+    VARIANTS[variant](vae)
+    model = torch.compile(vae, mode=compile_mode) if compile_mode else vae
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99), fused=fused or None)
     ema = EMA(vae, settings["ema"]) if settings["ema"] else None
     loss_cfg = LossConfig(beta=settings["beta"])
@@ -66,12 +113,26 @@ def measure(settings: dict, batch: int, device: torch.device, compile_model: boo
     run(steps)
     sync()
     elapsed = time.perf_counter() - start
-    result = {"batch": batch, "compile": compile_model, "precision": precision, "fused_adamw": fused, "steps": steps,
-              "seconds": round(elapsed, 2),
+    result = {"batch": batch, "compile": compile_mode or False, "precision": precision, "fused_adamw": fused,
+              "variant": variant, "steps": steps, "seconds": round(elapsed, 2),
               "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if profile:
+        result["profile"] = profile_table(lambda: (run(5), sync()), device)
     return result
+
+
+def profile_table(steps, device: torch.device, rows: int = 25) -> str:
+    """The operations (on CUDA: the kernels) that took the time in `steps`, busiest first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profiler(activities=activities) as prof:
+        steps()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
 
 
 def flops_per_image(settings: dict) -> float:
@@ -91,8 +152,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: the trainer's default batch")
-    p.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    p.add_argument("--compile", nargs="*", choices=COMPILE_MODES, metavar="MODE",
+                   help=f"also measure with torch.compile, in each MODE of {', '.join(COMPILE_MODES)} "
+                   "(none given: default)")
     p.add_argument("--fused", action="store_true", help="also measure AdamW's fused kernel (not the trainer's yet)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["model"],
+                   help="the model as it is, and the same function computed other ways (see above)")
+    p.add_argument("--profile", action="store_true",
+                   help="after each timing, profile 5 steps: train_speed_<device>_profile.txt")
     p.add_argument("--flops", action="store_true", help="only print the operations per training image")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
@@ -107,15 +174,19 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     batches = args.batch_sizes or [settings["batch_size"]]
-    runs = []
-    for batch in batches:
-        for compile_model in ([False, True] if args.compile else [False]):
-            for precision in dict.fromkeys(resolve_precision(device, p) for p in args.precision):
-                for fused in [False, True] if args.fused else [False]:
-                    r = measure(settings, batch, device, compile_model, args.seconds, precision, fused)
-                    runs.append(r)
-                    print(f"batch {batch:5d} compile {str(compile_model):5s} {precision} fused {str(fused):5s}: "
-                          f"{r['images_per_second']:>10,.1f} images/s", flush=True)
+    compile_modes = [None] + ([] if args.compile is None else args.compile or ["default"])
+    precisions = dict.fromkeys(resolve_precision(device, p) for p in args.precision)
+    runs, tables = [], []
+    for batch, compile_mode, precision, fused, variant in itertools.product(
+            batches, compile_modes, precisions, [False, True] if args.fused else [False], args.variants):
+        r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile)
+        label = f"batch {batch:5d} compile {compile_mode or 'no'} {precision} fused {fused} {variant}"
+        print(f"{label}: {r['images_per_second']:>10,.1f} images/s", flush=True)
+        if "profile" in r:
+            tables.append(f"== {label}: {r['images_per_second']:,.1f} images/s\n{r.pop('profile')}")
+        runs.append(r)
+    if tables:
+        (RESULTS / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = save(f"train_speed_{device.type}", {
         "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -27,8 +27,11 @@ DATA=${DATA:-$CARRY/manifest.csv}
 TRAIN_SECONDS=${TRAIN_SECONDS:-480}  # two runs of 480 s fit one session's device time (measured, README)
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 BATCH=${BATCH:-256}
-SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "256 1024"; each size costs a compile
-SPEED_FLAGS=${SPEED_FLAGS:-}  # e.g. --fused: also time AdamW's fused kernel
+SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "1024 2048"; each setting compiled costs ~25 s
+# e.g. "--fused --variants model explicit-upsample padded-ends --profile": also time AdamW's
+# fused kernel and the same network computed other ways, with a kernel table per setting
+# (benchmarks/train_speed.py)
+SPEED_FLAGS=${SPEED_FLAGS:-}
 # At batch 256 torch.compile was slower on the H200 (14,327 images/s against 17,277 eager;
 # benchmarks/results/train_speed_cuda.json): training runs eager unless COMPILE=--compile.
 COMPILE=${COMPILE:-}
@@ -54,8 +57,9 @@ speed() {
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   # The CUDA paths CI cannot run (no host-device sync in a step; bf16 + compile; GPU -> CPU export).
   timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || echo "CUDA tests FAILED: see above"
-  timeout 400 "$PY" -m benchmarks.train_speed --batch-sizes $SPEED_BATCHES --compile --seconds "$SPEED_SECONDS" $SPEED_FLAGS
-  cp benchmarks/results/train_speed_cuda.json "$OUT/"
+  # shellcheck disable=SC2086
+  timeout 450 "$PY" -m benchmarks.train_speed --batch-sizes $SPEED_BATCHES --compile --seconds "$SPEED_SECONDS" $SPEED_FLAGS
+  cp benchmarks/results/train_speed_cuda*.json benchmarks/results/train_speed_cuda*.txt "$OUT/" 2>/dev/null || true
 }
 
 bring_back() {  # NAME: the best weights without optimizer state, and the reports

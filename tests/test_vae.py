@@ -161,3 +161,24 @@ def test_metrics():
     assert psnr_per_image(a, a).min() >= 99
     half = torch.full((1, 3, 4, 4), 0.5)
     assert psnr_per_image(half, torch.zeros_like(half)).item() == pytest.approx(10 * math.log10(1 / 0.25))
+
+
+@pytest.mark.parametrize("height, width", [(4, 4), (5, 3)])
+def test_upsampling_convolution_is_nearest_upsampling_then_the_3x3_convolution(height, width):
+    from torch.nn import functional as F
+
+    from model.vae import UpsampleConv
+
+    torch.manual_seed(0)
+    up = UpsampleConv(5, 7).double()
+    x = torch.randn(2, 5, height, width, dtype=torch.float64, requires_grad=True)
+    got = up(x)
+    expected = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), up.weight, up.bias, padding=1)
+    assert got.shape == (2, 7, 2 * height, 2 * width)
+    assert torch.allclose(got, expected, atol=1e-12)
+    # The same function of the same weights: training follows the same gradients.
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (x, up.weight, up.bias), g)
+    reference = torch.autograd.grad(expected, (x, up.weight, up.bias), g)
+    for a, b in zip(grads, reference):
+        assert torch.allclose(a, b, atol=1e-12)
