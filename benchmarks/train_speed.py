@@ -11,6 +11,8 @@ Each step is exactly the trainer's (training.train.train_step, then the weights'
 average): augmentation on the device, forward in bf16 autocast where the hardware has it
 (the trainer's --precision auto), backward, gradient clipping, AdamW, EMA. The images
 are random uint8 tensors kept on the device, as the trainer keeps a dataset that fits.
+--compile compiles what the trainer's --compile does, the step's forward pass (augmentation,
+model, loss); --compile-scope model compiles the model alone, as the trainer did before.
 --variants times the same function computed other ways, to measure a lever before the
 model takes it (tests/test_train_speed.py checks each computes what the model does):
   explicit-upsample: the decoder as it was before model.vae.UpsampleConv (the upsampled
@@ -35,10 +37,11 @@ from benchmarks.common import RESULTS, save
 from model.vae import VAE, UpsampleConv, VAEConfig
 from training.ema import EMA
 from training.losses import LossConfig, vae_loss
-from training.train import PRECISIONS, autocast_for, build_parser, resolve_precision, train_step
+from training.train import PRECISIONS, autocast_for, build_parser, forward_loss, resolve_precision, train_step
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+COMPILE_SCOPES = ("step", "model")  # the trainer's --compile: the step's forward pass; or the model alone
 TENSOR_CORE_CHANNELS = 8
 
 
@@ -72,13 +75,20 @@ VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, 
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
-            precision: str, fused: bool = False, variant: str = "model", profile: bool = False) -> dict:
+            precision: str, fused: bool = False, variant: str = "model", profile: bool = False,
+            compile_scope: str = "step") -> dict:
     cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
                     settings["max_channels"], settings["res_blocks"])
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
     VARIANTS[variant](vae)
-    model = torch.compile(vae, mode=compile_mode) if compile_mode else vae
+    model, loss_fn = vae, forward_loss
+    if compile_mode:
+        torch._dynamo.reset()  # forward_loss is compiled once per setting, not recompiled until dynamo gives up
+        if compile_scope == "model":
+            model = torch.compile(vae, mode=compile_mode)
+        else:
+            loss_fn = torch.compile(forward_loss, mode=compile_mode)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99), fused=fused or None)
     ema = EMA(vae, settings["ema"]) if settings["ema"] else None
     loss_cfg = LossConfig(beta=settings["beta"])
@@ -93,7 +103,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_mode: str 
     def run(steps: int) -> None:
         for _ in range(steps):
             idx = torch.randint(0, len(pool), (batch,), device=device)
-            train_step(model, optimizer, pool[idx], device, settings, loss_cfg, 0.5, autocast)
+            train_step(model, optimizer, pool[idx], device, settings, loss_cfg, 0.5, autocast, loss_fn)
             if ema:
                 ema.update(vae, 1000)  # past the decay's warm-up: the trainer's steady state
 
@@ -114,6 +124,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_mode: str 
     sync()
     elapsed = time.perf_counter() - start
     result = {"batch": batch, "compile": compile_mode or False, "precision": precision, "fused_adamw": fused,
+              "compile_scope": compile_scope if compile_mode else None,
               "variant": variant, "steps": steps, "seconds": round(elapsed, 2),
               "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
@@ -155,6 +166,8 @@ def main() -> None:
     p.add_argument("--compile", nargs="*", choices=COMPILE_MODES, metavar="MODE",
                    help=f"also measure with torch.compile, in each MODE of {', '.join(COMPILE_MODES)} "
                    "(none given: default)")
+    p.add_argument("--compile-scope", nargs="+", choices=COMPILE_SCOPES, default=["step"],
+                   help="what --compile compiles: the step's forward pass, as the trainer does, or the model alone")
     p.add_argument("--fused", action="store_true", help="also measure AdamW's fused kernel (not the trainer's yet)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["model"],
                    help="the model as it is, and the same function computed other ways (see above)")
@@ -174,13 +187,15 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     batches = args.batch_sizes or [settings["batch_size"]]
-    compile_modes = [None] + ([] if args.compile is None else args.compile or ["default"])
+    compiled = [] if args.compile is None else args.compile or ["default"]
+    compile_modes = [(None, "step")] + list(itertools.product(compiled, args.compile_scope))
     precisions = dict.fromkeys(resolve_precision(device, p) for p in args.precision)
     runs, tables = [], []
-    for batch, compile_mode, precision, fused, variant in itertools.product(
+    for batch, (compile_mode, scope), precision, fused, variant in itertools.product(
             batches, compile_modes, precisions, [False, True] if args.fused else [False], args.variants):
-        r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile)
-        label = f"batch {batch:5d} compile {compile_mode or 'no'} {precision} fused {fused} {variant}"
+        r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile, scope)
+        compiled_as = f"{compile_mode} ({scope})" if compile_mode else "no"
+        label = f"batch {batch:5d} compile {compiled_as} {precision} fused {fused} {variant}"
         print(f"{label}: {r['images_per_second']:>10,.1f} images/s", flush=True)
         if "profile" in r:
             tables.append(f"== {label}: {r['images_per_second']:,.1f} images/s\n{r.pop('profile')}")

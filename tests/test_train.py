@@ -160,3 +160,41 @@ def test_weight_decay_and_zoom_shift_augmentation_are_applied_and_recorded(tmp_p
     assert decayed_norm < 0.8 * plain_norm  # decoupled decay shrank the weights: (1 - lr * 30) per step
     assert (config["weight_decay"], config["zoom"], config["shift"]) == (30, 0.1, 0.05)
     assert all(h["train_loss"] == h["train_loss"] for h in state["history"])  # finite: no NaN from the warp
+
+
+def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_step(monkeypatch):
+    """What --compile compiles (augmentation, model and loss), checked on the CPU; tests/test_cuda.py
+    trains with it on a GPU."""
+    from contextlib import nullcontext
+
+    import torch
+    from torch._dynamo.utils import counters
+    from torch._inductor import config as inductor_config
+
+    from model.vae import VAE, VAEConfig
+    from training.losses import LossConfig
+    from training.train import build_parser, forward_loss
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)  # the same random draws as eager
+    torch._dynamo.reset()
+    counters.clear()
+    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
+    batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    loss_cfg, cpu, params = LossConfig(beta=0.1, warmup=0.2), torch.device("cpu"), list(vae.parameters())
+    compiled = torch.compile(forward_loss)
+    for progress in (0.0, 0.05, 0.1, 0.5, 0.9):  # across the KL warm-up: beta changes every step
+        results = []
+        for fn in (forward_loss, compiled):
+            torch.manual_seed(1)
+            loss, parts = fn(vae, batch, cpu, settings, loss_cfg, progress, nullcontext())
+            results.append((loss, torch.autograd.grad(loss, params), parts))
+        (eager, eager_grads, eager_parts), (got, grads, parts) = results
+        assert torch.allclose(got, eager, rtol=1e-4), (progress, got, eager)
+        # beta is left out of parts: dynamo returns a Python float as the value it was traced with.
+        assert parts.keys() == eager_parts.keys() == {"recon", "kl"}
+        assert all(torch.allclose(parts[k], eager_parts[k], rtol=1e-4) for k in parts)
+        for a, b in zip(grads, eager_grads):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])  # not one per step

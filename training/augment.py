@@ -25,9 +25,15 @@ _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 @lru_cache(maxsize=8)
-def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _cached_yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     # Cached per device: a copy from host memory each step would make the GPU wait for the CPU.
     return _RGB_TO_YIQ.to(device, dtype), _YIQ_TO_RGB.to(device, dtype)
+
+
+def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    if torch.compiler.is_compiling():  # a compiled graph holds them as constants: no cache to trace
+        return _RGB_TO_YIQ.to(device, dtype), _YIQ_TO_RGB.to(device, dtype)
+    return _cached_yiq_matrices(device, dtype)
 
 
 def hue_rotation_matrices(angles: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from training import checkpoint, prior, report
 from training.augment import augment
 from training.ema import EMA
 from training.data import DatasetError, load_dataset
-from training.losses import KL_NORMS, LossConfig, vae_loss
+from training.losses import KL_NORMS, LossConfig, beta_at, vae_loss
 from training.metrics import mse_per_image, psnr_per_image, ssim
 
 # Flags that may change when a run is resumed; every other setting comes from config.json.
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--shift", type=float, default=0.05, help="random shift of up to SHIFT of the image size; 0: off")
     opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    opt.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    opt.add_argument("--compile", action="store_true",
+                     help="torch.compile the step's forward pass: augmentation, model and loss (GPU)")
     opt.add_argument("--precision", choices=PRECISIONS, default=None,
                      help="forward pass in bf16 autocast or fp32; auto (default): bf16 on GPUs and on "
                      "CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere")
@@ -180,14 +181,26 @@ def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
     return batch_uint8.to(device, non_blocking=True).float().div_(255.0)
 
 
-def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
-    """One optimisation step on a uint8 batch: augment on the device, forward in bf16 on GPUs, update."""
+def forward_loss(model, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
+    """A uint8 batch, augmented on the device, through the model (bf16 on GPUs) -> (loss, parts),
+    parts holding the reconstruction error and the KL as tensors. --compile compiles this whole
+    function, so the augmentation's and the loss's elementwise work fuses into few kernels as the
+    model's does."""
     x = augment(to_float(batch_uint8, device), s["flip"], s["hue_prob"], zoom=s.get("zoom", 0.0),
                 shift=s.get("shift", 0.0))
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast:
         recon, mu, logvar = model(x)
     loss, parts = vae_loss(x, recon, mu, logvar, loss_cfg, progress)
+    # Not beta: a Python float comes back from a compiled graph as the value it was traced with
+    # (measured: tests/test_train.py); the caller has it from beta_at.
+    return loss, {"recon": parts["recon"], "kl": parts["kl"]}
+
+
+def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast,
+               loss_fn=forward_loss):
+    """One optimisation step on a uint8 batch: loss_fn (forward_loss, or it compiled), backward, update."""
+    loss, parts = loss_fn(model, batch_uint8, device, s, loss_cfg, progress, autocast)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -316,8 +329,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     served = ema.module if ema else vae  # what is evaluated, sampled, fitted and exported
 
     model = vae
-    if s["compile"]:
-        model = torch.compile(model)
+    loss_fn = torch.compile(forward_loss) if s["compile"] else forward_loss
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     precision = resolve_precision(device, s.get("precision"))
@@ -358,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             progress = max(step / total_steps, elapsed / s["max_time"] if s["max_time"] else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, s["lr"])
-            loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast)
+            loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast, loss_fn)
             if ema:
                 ema.update(vae, step)
             sums += torch.stack([loss, parts["recon"], parts["kl"]])
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
                 rate = session_images / (time.perf_counter() - session_start)
                 bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
-                bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {parts['beta']:.3g} {rate:,.0f} img/s")
+                bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {beta_at(loss_cfg, progress):.3g} {rate:,.0f} img/s")
             if s["max_time"] and step % 10 == 0:
                 stop = _agree(elapsed >= s["max_time"], device, world)
                 if stop:
