@@ -162,7 +162,7 @@ def test_weight_decay_and_zoom_shift_augmentation_are_applied_and_recorded(tmp_p
     assert all(h["train_loss"] == h["train_loss"] for h in state["history"])  # finite: no NaN from the warp
 
 
-def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_step(monkeypatch):
+def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_step():
     """What --compile compiles (augmentation, model and loss), checked on the CPU; tests/test_cuda.py
     trains with it on a GPU."""
     from contextlib import nullcontext
@@ -175,7 +175,6 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
     from training.losses import LossConfig
     from training.train import build_parser, forward_loss
 
-    monkeypatch.setattr(inductor_config, "fallback_random", True)  # the same random draws as eager
     torch._dynamo.reset()
     counters.clear()
     settings = vars(build_parser().parse_args(["--out", "unused"]))
@@ -188,7 +187,9 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
         results = []
         for fn in (forward_loss, compiled):
             torch.manual_seed(1)
-            loss, parts = fn(vae, batch, cpu, settings, loss_cfg, progress, nullcontext())
+            # (config.patch, not monkeypatch: undoing a setattr on a torch config module deletes the option)
+            with inductor_config.patch(fallback_random=True):  # the same random draws as eager
+                loss, parts = fn(vae, batch, cpu, settings, loss_cfg, progress, nullcontext())
             results.append((loss, torch.autograd.grad(loss, params), parts))
         (eager, eager_grads, eager_parts), (got, grads, parts) = results
         assert torch.allclose(got, eager, rtol=1e-4), (progress, got, eager)
