@@ -84,10 +84,13 @@ class UpsampleConv(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 3, padding=1)
+        # A buffer, so it moves with the module: copied from host memory in forward, it would
+        # make each GPU step wait for the CPU. Not persistent: checkpoints stay as they were.
+        self.register_buffer("fold", _FOLD.clone(), persistent=False)
 
     def folded_weight(self) -> torch.Tensor:
         """(out, in, 3, 3) -> the transposed convolution's (in, out, 4, 4)."""
-        fold = _FOLD.to(self.weight)
+        fold = self.fold.to(self.weight.dtype)
         return torch.einsum("ka,lb,oiab->iokl", fold, fold, self.weight)
 
     def forward(self, x):

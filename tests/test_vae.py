@@ -182,3 +182,27 @@ def test_upsampling_convolution_is_nearest_upsampling_then_the_3x3_convolution(h
     reference = torch.autograd.grad(expected, (x, up.weight, up.bias), g)
     for a, b in zip(grads, reference):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_the_decoder_uses_no_host_tensor_when_it_runs_on_another_device():
+    """On a GPU, a constant copied from host memory in forward would make every training step
+    wait for the CPU (tests/test_cuda.py checks that on a GPU). Here: the decoder on the meta
+    device must not touch a CPU tensor."""
+    from torch.utils._pytree import tree_leaves
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostTensors(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_leaves((args, kwargs))):
+                self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16)).to("meta")
+    z = torch.randn(2, 16, device="meta")
+    with HostTensors() as host:
+        assert vae.decoder(z).shape == (2, 3, 64, 64)
+    assert host.ops == []
