@@ -77,8 +77,7 @@ VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, 
 def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
             precision: str, fused: bool = False, variant: str = "model", profile: bool = False,
             compile_scope: str = "step") -> dict:
-    cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
-                    settings["max_channels"], settings["res_blocks"])
+    cfg = VAEConfig.from_dict(settings)
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
     VARIANTS[variant](vae)
@@ -150,8 +149,7 @@ def flops_per_image(settings: dict) -> float:
     """Forward + backward of one training image, counted by torch (the optimizer's few are left out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = VAEConfig(settings["image_size"], settings["latent_dim"], settings["base_channels"],
-                    settings["max_channels"], settings["res_blocks"])
+    cfg = VAEConfig.from_dict(settings)
     vae, x = VAE(cfg), torch.rand(2, 3, cfg.image_size, cfg.image_size)
     with FlopCounterMode(display=False) as counter:
         recon, mu, logvar = vae(x)

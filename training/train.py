@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     elif device.type == "cuda":
         train = train.pin_memory()
 
-    cfg = VAEConfig(s["image_size"], s["latent_dim"], s["base_channels"], s["max_channels"], s["res_blocks"],
-                    s.get("encoder_width", 1))
+    cfg = VAEConfig.from_dict(s)  # the model flags; a run from before a flag existed gets its default
     steps_per_epoch = max(1, len(train) // s["batch_size"])
     total_steps = s["epochs"] * steps_per_epoch
     loss_cfg = LossConfig(
