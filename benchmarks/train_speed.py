@@ -18,7 +18,11 @@ model takes it (tests/test_train_speed.py checks each computes what the model do
   explicit-upsample: the decoder as it was before model.vae.UpsampleConv (the upsampled
       tensor written out, then the 3x3 convolution);
   padded-ends: the two convolutions with 3 channels on one side (the encoder's first, the
-      decoder's last) zero-padded to 8, the channel multiple tensor cores need.
+      decoder's last) zero-padded to 8, the channel multiple tensor cores need;
+  subpixel: each upsampling convolution as a plain 3x3 convolution of the small input with 4x
+      the output channels, one per output pixel of each 2x2 block, then a pixel shuffle. More
+      multiply-adds than the fold (9 taps against 4 per output), but the most tuned kind of
+      kernel cuDNN has, where the fold runs a transposed convolution.
 Writes benchmarks/results/train_speed_<device>.json (and, with --profile, the operations
 that took the time, per setting: train_speed_<device>_profile.txt).
 """
@@ -58,6 +62,21 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv._conv_forward(x, weight, bias)[:, : conv.out_channels]
 
 
+# Sub-pixel form of nearest 2x upsampling then a 3x3 convolution, per axis: output row 2i+a
+# reads input rows i-1, i, i+1 (the rows of each matrix) through the 3x3 kernel's taps (its
+# columns). Row 2i: i-1 by tap 0, i by taps 1 and 2; row 2i+1: i by taps 0 and 1, i+1 by tap 2.
+_PHASES = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
+                        [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+def _subpixel_convolve(conv: UpsampleConv, phases: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # (out, in, 3, 3) -> (out * 4, in, 3, 3), output channel o * 4 + a * 2 + b as pixel_shuffle reads it
+    phases = phases.to(conv.weight.dtype)
+    weight = torch.einsum("apk,bql,oikl->oabipq", phases, phases, conv.weight).flatten(0, 2)
+    y = F.conv2d(x, weight, conv.bias.repeat_interleave(4), padding=1)
+    return F.pixel_shuffle(y, 2).contiguous(memory_format=torch.channels_last)
+
+
 def _explicit_upsample(vae: VAE) -> None:
     for conv in vae.modules():
         if isinstance(conv, UpsampleConv):
@@ -71,7 +90,15 @@ def _padded_ends(vae: VAE) -> None:
             conv.forward = partial(_padded, conv)
 
 
-VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, "padded-ends": _padded_ends}
+def _subpixel(vae: VAE) -> None:
+    for conv in vae.modules():
+        if isinstance(conv, UpsampleConv):
+            # Moved to the device once, here: a host copy in every forward would sync each GPU step.
+            conv.forward = partial(_subpixel_convolve, conv, _PHASES.to(conv.weight.device))
+
+
+VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, "padded-ends": _padded_ends,
+            "subpixel": _subpixel}
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
@@ -188,6 +215,7 @@ def main() -> None:
     compiled = [] if args.compile is None else args.compile or ["default"]
     compile_modes = [(None, "step")] + list(itertools.product(compiled, args.compile_scope))
     precisions = dict.fromkeys(resolve_precision(device, p) for p in args.precision)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     runs, tables = [], []
     for batch, (compile_mode, scope), precision, fused, variant in itertools.product(
             batches, compile_modes, precisions, [False, True] if args.fused else [False], args.variants):
@@ -198,14 +226,14 @@ def main() -> None:
         if "profile" in r:
             tables.append(f"== {label}: {r['images_per_second']:,.1f} images/s\n{r.pop('profile')}")
         runs.append(r)
-    if tables:
-        (RESULTS / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    path = save(f"train_speed_{device.type}", {
-        "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "config": {k: settings[k] for k in ("image_size", "latent_dim", "base_channels", "max_channels", "res_blocks")},
-        "runs": runs,
-    })
+        # Written after every setting: a device call that runs out of time still brings back those done.
+        if tables:
+            (RESULTS / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
+        path = save(f"train_speed_{device.type}", {
+            "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "config": {k: settings[k] for k in ("image_size", "latent_dim", "base_channels", "max_channels", "res_blocks")},
+            "runs": runs,
+        })
     print(f"-> {path}")
 
 
