@@ -81,7 +81,8 @@ def _to_rgb_on_white(im: Image.Image) -> Image.Image:
     elif im.mode == "F":
         grey = np.clip(np.nan_to_num(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
         im = Image.fromarray(grey, "L")
-    if im.mode == "P" and "transparency" in im.info:
+    if im.mode in ("P", "L", "RGB") and "transparency" in im.info:
+        # A palette index or a colour key (PNG tRNS) marks the transparent pixels: on white too.
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")

@@ -86,6 +86,52 @@ def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path, synthe
     assert len(data.images) == 6 and len(data.skipped) == 2
 
 
+def test_a_damaged_zip_member_is_skipped_with_the_warning_naming_it(tmp_path, synthetic_dir):
+    archive = tmp_path / "cars.zip"
+    files = sorted(synthetic_dir.iterdir())[:6]
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for f in files:
+            z.write(f, f.name)
+    # Flip one byte inside the first member's data: its CRC no longer matches.
+    with zipfile.ZipFile(archive) as z:
+        first = z.infolist()[0]
+    raw = bytearray(archive.read_bytes())
+    start = first.header_offset + 30 + len(first.filename.encode()) + len(first.extra)
+    raw[start + first.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=f"skipped 1 .*{first.filename}") as caught:
+        data = load_dataset(archive, 64)
+    assert len(caught) == 1 and len(data.images) == 5
+
+
+def test_manifests_from_spreadsheets_load_and_other_encodings_are_named(tmp_path, synthetic_dir):
+    files = sorted(synthetic_dir.iterdir())[:4]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    rows = "".join(f"{f.name},{'val' if i == 0 else 'train'}\n" for i, f in enumerate(files))
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("file,split\n".encode("utf-8-sig") + rows.encode())
+    data = load_dataset(bom, 64)
+    assert len(data.images) == 4 and data.is_val.sum() == 1
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("file,split\nvoiture_\xe9t\xe9.jpg,train\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="latin.csv.*UTF-8"):
+        find_photos(latin)
+
+
+def test_a_manifest_split_is_never_crossed(tmp_path, synthetic_dir):
+    # A val filter that matches no val row must not quietly validate on a training photo.
+    files = sorted(synthetic_dir.iterdir())[:6]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    manifest = tmp_path / "split.csv"
+    manifest.write_text("file,white_background,split\n" + "".join(
+        f"{f.name},1,{'val' if i < 2 else 'train'}\n" for i, f in enumerate(files)))
+    assert load_dataset(manifest, 64, val_filters={"white_background": "1"}).is_val.sum() == 2
+    with pytest.raises(DatasetError, match="split.csv: no readable 'val' rows.*--val-filter"):
+        load_dataset(manifest, 64, val_filters={"white_background": "0"})
+
+
 def test_hash_split_is_fixed_and_about_the_requested_size():
     names = [f"/x/car_{i}.jpg" for i in range(5000)]
     first = [hash_split(n, 0.1) for n in names]

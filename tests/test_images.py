@@ -63,6 +63,17 @@ def test_transparency_is_composited_onto_white(mode):
     assert (out[32, 32] < 10).all()
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_colour_key_is_transparent_on_white(mode):
+    # PNG's tRNS chunk without an alpha channel: every pixel of one colour is transparent.
+    key = (0, 0, 255) if mode == "RGB" else 77
+    im = Image.new(mode, (64, 64), key)
+    im.paste((0, 0, 0) if mode == "RGB" else 0, (16, 16, 48, 48))
+    out = np.asarray(open_image(png_of(im, transparency=key)))
+    assert (out[2, 2] == 255).all(), "keyed pixels must be white, not the key colour"
+    assert (out[32, 32] < 10).all()
+
+
 def test_16_bit_greyscale_is_scaled_not_clipped():
     grey = np.array([[0, 32768], [65535, 16384]], dtype=np.uint16)
     im = Image.fromarray(grey)

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +84,26 @@ def _zip_photos(path: Path) -> list[Photo]:
     )
 
     def reader(member: str) -> Callable[[], bytes]:
-        return lambda: archive.read(member)
+        def read() -> bytes:
+            try:
+                return archive.read(member)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
+                # A damaged, encrypted or oddly compressed member: skipped like any unreadable photo.
+                raise OSError(f"unreadable zip member: {exc}") from exc
+        return read
 
     return [Photo(f"{path}:{n}", reader(n)) for n in names]
 
 
 def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str, str]) -> list[Photo]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        # utf-8-sig: spreadsheet programs start a "CSV UTF-8" file with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: a manifest must be UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, csv.Error) as exc:
+        raise DatasetError(f"{path}: the manifest cannot be read ({exc})") from None
     if not rows or "file" not in rows[0]:
         raise DatasetError(f"{path}: a manifest needs a header row with a 'file' column")
     for column in {**filters, **val_filters}:
@@ -148,7 +161,13 @@ def load_dataset(
 
     images = np.stack([a for _, a in kept])
     is_val = np.array([(p.split or hash_split(p.name, val_fraction)) == "val" for p, _ in kept])
-    if is_val.all() or (not is_val.any() and len(kept) > 1):
+    if any(p.split for p, _ in kept):
+        # A manifest's split is the user's: never move its photos across it.
+        if not is_val.any() or is_val.all():
+            side = "val" if not is_val.any() else "train"
+            raise DatasetError(f"{path}: no readable '{side}' rows left in the manifest's split"
+                               + (" after --filter/--val-filter" if filters or val_filters else ""))
+    elif is_val.all() or (not is_val.any() and len(kept) > 1):
         # Too few images for the hashed split to land on both sides: hold out the last one.
         is_val = np.zeros(len(kept), dtype=bool)
         is_val[-1] = True
