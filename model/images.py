@@ -14,7 +14,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+# MPO: how Pillow names a JPEG that carries a second picture (phones' multi-picture and
+# HDR gain-map JPEGs); its first picture is an ordinary JPEG.
+JPEG_FORMATS = ("JPEG", "MPO")
+ACCEPTED_FORMATS = JPEG_FORMATS + ("PNG", "WEBP")
 # A 40-megapixel photo is larger than any phone camera produces; anything bigger is
 # most likely a decompression bomb (a tiny file that expands to gigabytes).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -55,11 +58,10 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
                     f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted",
                     "image_too_large",
                 )
-            if draft_size and im.format == "JPEG":
+            if draft_size and im.format in JPEG_FORMATS:
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb_on_white(im)
+            return _to_rgb_on_white(_upright(im))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -69,6 +71,13 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as exc:
         # Truncated or corrupt data surfaces as any of these from Pillow's decoders.
         raise ImageError(f"the image could not be decoded ({exc.__class__.__name__}: {exc})", "corrupt_image") from exc
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block (any error Pillow's parser meets)
+        return im  # ...leaves the pixels fine: keep them as stored rather than refuse the photo
 
 
 def _to_rgb_on_white(im: Image.Image) -> Image.Image:

@@ -101,6 +101,24 @@ def test_animated_webp_uses_first_frame():
     assert pixel[0] > 200 and pixel[2] < 50
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_a_damaged_exif_block_keeps_the_pixels(fmt):
+    # "Exif\0\0MM\0*\0": a TIFF header cut short. The orientation is unknowable; the photo is fine.
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(out, format=fmt, exif=bytes.fromhex("4578696600004d4d002a00"))
+    im = open_image(out.getvalue())
+    assert im.size == (40, 30) and np.asarray(im)[15, 20, 0] > 150
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg(real_photos):
+    # Phones save JPEGs with a second picture (MPO): Pillow names them "MPO", not "JPEG".
+    photo = Image.open(real_photos[0]).convert("RGB")
+    out = io.BytesIO()
+    photo.save(out, format="MPO", save_all=True, append_images=[photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+    assert psnr(load_square(out.getvalue(), 64), load_square(jpeg_of(photo), 64)) > 30
+
+
 def huge_png_header(width: int, height: int) -> bytes:
     """A valid PNG header that claims an enormous size: a decompression bomb's calling card."""
     def chunk(kind, data):
