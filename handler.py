@@ -31,9 +31,12 @@ from model.store import open_model
 log = logging.getLogger("car-vae")
 log.setLevel(logging.INFO)
 
-# Lambda accepts at most 6 MB in a synchronous request; bigger bodies are refused here
-# too, so local runs behave like AWS.
-MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 6 * 1024 * 1024))
+# Lambda accepts at most 6 MB of event JSON in a synchronous request, and API Gateway puts a
+# binary body in it base64-encoded (4/3 larger) beside the headers: the largest upload that
+# reaches the handler on AWS. Bigger ones are refused here too, so local runs behave like AWS.
+LAMBDA_EVENT_BYTES = 6 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 64 * 1024  # headers and request context, with room to spare
+MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", (LAMBDA_EVENT_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4))
 MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 BACKEND = os.environ.get("MODEL_BACKEND", "onnx")
 ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("CORS_ALLOW_ORIGIN", "*").split(",") if o.strip()]
@@ -95,7 +98,7 @@ def read_body(event: dict) -> bytes:
 
 
 def _too_large() -> HttpError:
-    return HttpError(413, "body_too_large", f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+    return HttpError(413, "body_too_large", f"the request body is larger than {MAX_BODY_BYTES / 2**20:.1f} MB")
 
 
 def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
@@ -220,11 +223,13 @@ PATHS = {path for _, path in ROUTES}
 # ---- responses ------------------------------------------------------------------
 
 def cors_headers(headers: dict[str, str]) -> dict[str, str]:
+    if not ALLOWED_ORIGINS:  # no browser origin may call the API ("null" would admit sandboxed pages)
+        return {}
     if "*" in ALLOWED_ORIGINS:
         origin = "*"
     else:
         requested = headers.get("origin", "")
-        origin = requested if requested in ALLOWED_ORIGINS else ALLOWED_ORIGINS[0] if ALLOWED_ORIGINS else "null"
+        origin = requested if requested in ALLOWED_ORIGINS else ALLOWED_ORIGINS[0]
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "GET,POST,OPTIONS",
@@ -284,3 +289,5 @@ if os.environ.get("MODEL_PRELOAD", "1") != "0":
         get_model()
     except ModelError as exc:
         log.error(json.dumps({"event": "model_unavailable", "reason": str(exc)}))
+    except Exception:  # noqa: BLE001 - an init failure would take the whole function down; a request retries
+        log.exception("model preload failed")

@@ -41,12 +41,20 @@ def s3_client():
     import boto3
     from botocore.config import Config
 
-    # Fail fast when S3 is unreachable: a request should get a 503, not wait out the Lambda timeout.
-    config = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    # Fail fast when S3 is unreachable or stalls: a request should get a 503, not wait out API
+    # Gateway's 29 s. A healthy S3 never pauses 5 s mid-file; the next request tries again.
+    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
     return boto3.client("s3", config=config)
 
 
-def open_model(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACHE, s3=None) -> Model:
+def _one_attempt():
+    from boto3.s3.transfer import TransferConfig
+
+    # download_file would otherwise retry a broken transfer 5 times, each waiting out the read timeout.
+    return TransferConfig(num_download_attempts=1)
+
+
+def open_model(backend: str = "onnx", environ=os.environ, cache: Path | None = None, s3=None) -> Model:
     """Locate the configured model and load it; raises ModelError with a reason fit for users."""
     location = locate(backend, environ, cache, s3)
     try:
@@ -58,7 +66,7 @@ def open_model(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_
         raise
 
 
-def locate(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACHE, s3=None) -> Location:
+def locate(backend: str = "onnx", environ=os.environ, cache: Path | None = None, s3=None) -> Location:
     """MODEL_BUCKET + MODEL_PREFIX (+ optional MODEL_VERSION) -> S3; else MODEL_DIR or the bundled model."""
     bucket, prefix = environ.get("MODEL_BUCKET", ""), environ.get("MODEL_PREFIX", "")
     if bucket and prefix:
@@ -71,12 +79,14 @@ def locate(backend: str = "onnx", environ=os.environ, cache: Path = DEFAULT_CACH
 
 
 def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = "onnx",
-                  cache: Path = DEFAULT_CACHE, s3=None) -> Location:
+                  cache: Path | None = None, s3=None) -> Location:
     """Download model.json and the files the backend needs of one version (latest.json's, if None)
     into the cache."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     prefix = prefix.strip("/")
+    cache = cache or DEFAULT_CACHE
     try:
         s3 = s3 or s3_client()
         if version is None:
@@ -100,7 +110,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
         for name in names:
             # Download beside the target, then rename: a partial file never has the real name.
             partial = location.folder / f".{name}.part"
-            s3.download_file(bucket, key + name, str(partial))
+            s3.download_file(bucket, key + name, str(partial), Config=_one_attempt())
             os.replace(partial, location.folder / name)
         partial = location.folder / ".model.json.part"
         partial.write_text(json.dumps(meta))
@@ -109,7 +119,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise ModelError(f"S3 refused the model download from s3://{bucket}/{prefix} ({code})") from None
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: a transfer that broke off, e.g. RetriesExceededError
         raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None
     except OSError as exc:
         raise ModelError(f"could not write the model cache ({exc.__class__.__name__}: {exc})") from None

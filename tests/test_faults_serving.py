@@ -190,3 +190,108 @@ def test_s3_denying_access_is_a_503_until_the_role_may_read_the_model(s3_setting
             "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"],
                            "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"}]}))
         assert_serving(f"s3://{BUCKET}/{PREFIX}/versions/{version}/")
+
+
+# ---- S3 that breaks off or stalls mid-download ----------------------------------------
+
+class BrokenTransferS3:
+    """Just enough of S3 (path-style GET and HEAD) to serve the bundled model as version v1,
+    except that while `fault` is set, each model file's body stops halfway: "drop" closes the
+    connection, "stall" keeps it open and sends nothing more."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        files = {f"/{BUCKET}/{PREFIX}/latest.json": json.dumps({"version": "v1"}).encode()}
+        for path in BUNDLED_MODEL.iterdir():
+            files[f"/{BUCKET}/{PREFIX}/versions/v1/{path.name}"] = path.read_bytes()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _headers(self) -> bytes | None:
+                body = files.get(self.path.split("?")[0])
+                status = 200 if body is not None else 404
+                ranged = self.headers.get("Range", "")  # s3transfer fetches big files in parts
+                if body is not None and ranged.startswith("bytes="):
+                    first, last = ranged[len("bytes="):].split("-")
+                    size = len(body)
+                    body = body[int(first): int(last) + 1 if last else None]
+                    status = 206
+                    self.send_response(status)
+                    self.send_header("Content-Range", f"bytes {first}-{int(first) + len(body) - 1}/{size}")
+                else:
+                    self.send_response(status)
+                self.send_header("Content-Length", str(len(body) if body is not None else 0))
+                self.send_header("ETag", '"v1"')
+                self.end_headers()
+                return body
+
+            def do_HEAD(self):
+                self._headers()
+
+            def do_GET(self):
+                body = self._headers()
+                if body is None:
+                    return
+                if server.fault and not self.path.endswith(".json"):
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    if server.fault == "stall":
+                        server.released.wait(60)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        import threading
+
+        self.fault, self.released = "drop", threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.released.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def broken_s3(s3_settings, fresh_handler, tmp_path):
+    server = BrokenTransferS3()
+    fresh_handler.setenv("AWS_ENDPOINT_URL_S3", server.url)
+    # Version v1 must not already be cached by an earlier run on this machine.
+    fresh_handler.setattr("model.store.DEFAULT_CACHE", tmp_path / "cache")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+def test_a_download_that_breaks_off_is_a_quick_503_until_s3_recovers(broken_s3, fault):
+    import time
+
+    broken_s3.fault = fault
+    started = time.monotonic()
+    assert_unavailable(health(), "S3 is unreachable", f"s3://{BUCKET}/{PREFIX}")
+    # Within API Gateway's 29 s, or the caller gets AWS's bare 504 instead of this 503.
+    assert time.monotonic() - started < 20
+    broken_s3.fault = None
+    assert_serving(f"s3://{BUCKET}/{PREFIX}/versions/v1/")
+
+
+def test_a_broken_download_at_cold_start_does_not_stop_the_function_starting(broken_s3, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A fresh interpreter imports the handler, which loads the model during Lambda's init phase.
+    env = {**os.environ, "MODEL_PRELOAD": "1", "TMPDIR": str(tmp_path)}
+    probe = ("import handler, json; from tests.events import Context, rest_event;"
+             "print(handler.handler(rest_event('GET', '/health'), Context())['statusCode'])")
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=BUNDLED_MODEL.parent.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "503" and "model_unavailable" in proc.stderr

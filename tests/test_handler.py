@@ -125,6 +125,14 @@ def test_cors_origins_are_configurable(monkeypatch):
     assert other["headers"]["Access-Control-Allow-Origin"] == "https://cars.example"
 
 
+def test_no_allowed_origin_means_no_browser_may_call(monkeypatch):
+    # CORS_ALLOW_ORIGIN="": an "Access-Control-Allow-Origin: null" would admit sandboxed pages and file:// ones.
+    monkeypatch.setattr(handler, "ALLOWED_ORIGINS", [])
+    for method in ("OPTIONS", "GET"):
+        response = handler.handler(rest_event(method, "/health", headers={"Origin": "null"}), Context())
+        assert "Access-Control-Allow-Origin" not in response["headers"]
+
+
 # ---- bad input: a clear 4xx, never a 500 --------------------------------------------
 
 def test_missing_field(real_jpeg):
@@ -183,6 +191,21 @@ def test_non_utf8_json():
 def test_body_over_the_lambda_payload_limit(real_jpeg):
     big = real_jpeg + b"\0" * (6 * 1024 * 1024)
     assert_error(*call(multipart_event("/reconstruct", {"image": big})), 413, "body_too_large")
+
+
+def test_the_largest_body_accepted_fits_in_the_event_lambda_takes(real_jpeg):
+    # API Gateway hands Lambda the upload base64-encoded inside the event JSON, and Lambda takes
+    # at most 6 MB of that: a bigger body would get AWS's error, not this handler's 413.
+    def event_of(size: int) -> dict:
+        body, content_type = multipart_body({"image": real_jpeg})
+        padded, _ = multipart_body({"image": real_jpeg + b"\0" * (size - len(body))}, content_type.split("=")[1])
+        assert len(padded) == size
+        return rest_event("POST", "/reconstruct", padded, {"Content-Type": content_type})
+
+    largest = event_of(handler.MAX_BODY_BYTES)
+    assert len(json.dumps(largest)) <= handler.LAMBDA_EVENT_BYTES
+    assert call(largest)[0] == 200  # JPEG decoders ignore what follows the image
+    assert_error(*call(event_of(handler.MAX_BODY_BYTES + 1)), 413, "body_too_large")
 
 
 def test_too_many_pixels():

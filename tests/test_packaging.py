@@ -99,3 +99,29 @@ def test_handler_tests_pass_on_python312_from_the_package(unzipped):
                            cwd=unzipped, env=env, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
     assert "(3, 12)" in probe.stdout and str(unzipped) in probe.stdout and probe.stdout.strip().endswith("None")
+
+
+def evaluate(value):
+    """The few CloudFormation functions the gateway responses use, evaluated as AWS would."""
+    if isinstance(value, dict) and len(value) == 1:
+        (name, args), = value.items()
+        args = [evaluate(a) for a in args] if isinstance(args, list) else evaluate(args)
+        if name == "Fn::Join":
+            return args[0].join(args[1])
+        if name == "Fn::Split":
+            return args[1].split(args[0])
+        if name == "Fn::Select":
+            return args[1][int(args[0])]
+        raise AssertionError(f"unexpected {name}")
+    return [evaluate(v) for v in value] if isinstance(value, list) else value
+
+
+def test_errors_api_gateway_answers_itself_carry_cors(template):
+    responses = {r["Properties"]["ResponseType"]: r["Properties"] for r in
+                 resources_of(template, "AWS::ApiGateway::GatewayResponse")}
+    assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    for properties in responses.values():
+        headers = {k: evaluate(v) for k, v in properties["ResponseParameters"].items()}
+        assert headers["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"  # corsOrigin's default
+        assert "Content-Type" in headers["gatewayresponse.header.Access-Control-Allow-Headers"]
+        assert properties["RestApiId"] == {"Ref": "ApiGatewayRestApi"}
