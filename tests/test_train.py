@@ -123,18 +123,70 @@ def test_refuses_to_overwrite_a_run_and_names_missing_data(tmp_path, tiny_run):
 
 
 def test_ddp_with_torchrun_on_cpu(tmp_path, synthetic_dir):
-    """Two gloo ranks on the CPU: the same script that runs on N GPUs."""
+    """Two gloo ranks on the CPU: the same script that runs on N GPUs, resumed as one."""
+    import torch
+
+    from training import checkpoint
+
+    def torchrun(*args):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "training.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
     run = tmp_path / "ddp"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "training.train",
-         "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2", *TINY_MODEL_FLAGS],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    proc = torchrun("--data", str(synthetic_dir), "--out", str(run), "--epochs", "2", *TINY_MODEL_FLAGS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run / "metrics.json").read_text())
     assert result["training"]["world_size"] == 2
     assert result["training"]["steps"] == 2 * (result["training"]["images"] // 16)
-    assert shutil.which("true")  # keep flake8 quiet about shutil on some setups
+
+    # Each rank keeps its own random stream across a resume. Both draw equally many numbers
+    # per step, so had both restarted from one saved state they would end in the same one.
+    proc = torchrun("--out", str(run), "--resume", "--epochs", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = checkpoint.load(run / "checkpoint.pt")["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["cpu"], ranks[1]["cpu"])
+
+    small = torchrun("--data", str(synthetic_dir), "--out", str(tmp_path / "small"), *TINY_MODEL_FLAGS,
+                     "--batch-size", "64")
+    assert small.returncode != 0 and "cannot fill one --batch-size 64 across 2 ranks" in small.stderr
+
+
+def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    for flag, value in [("--lr", "0.5"), ("--image-size", "128"), ("--data", str(tmp_path))]:
+        with pytest.raises(SystemExit):
+            main(["--out", str(run), "--resume", flag, value])
+        assert f"{flag} cannot change when resuming" in capsys.readouterr().err
+    # Repeating the run's own settings, or changing one that may change, is fine.
+    main(["--out", str(run), "--resume", "--lr", str(saved["lr"]), "--epochs", str(saved["epochs"] + 1),
+          "--sample-every", "5"])
+
+    (run / "config.json").write_text(json.dumps({**saved, "latent_dim": saved["latent_dim"] * 2}))
+    with pytest.raises(SystemExit, match="checkpoint.pt holds a model of .*config.json describes"):
+        main(["--out", str(run), "--resume", "--epochs", "9"])
+    (run / "config.json").write_text('{"image_size": 64, ')
+    with pytest.raises(SystemExit):
+        main(["--out", str(run), "--resume", "--epochs", "9"])
+    assert "config.json cannot be read" in capsys.readouterr().err
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path, synthetic_dir):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_dir), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    for flag in ("--batch-size", "--sample-every", "--epochs", "--latent-dim"):
+        proc = cli("--out", str(tmp_path / "r"), flag, "0")
+        assert proc.returncode == 2 and f"{flag}: must be at least 1" in proc.stderr, proc.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = cli("--out", str(blocker / "run"))
+    assert proc.returncode != 0 and f"--out {blocker / 'run'}: cannot create" in proc.stderr
+    assert "Traceback" not in proc.stderr and "images at" not in proc.stdout
 
 
 def test_weight_decay_and_zoom_shift_augmentation_are_applied_and_recorded(tmp_path, synthetic_dir):

@@ -14,6 +14,7 @@ is the distribution the exported model samples from (see training/prior.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -37,9 +38,24 @@ from training.data import DatasetError, load_dataset
 from training.losses import KL_NORMS, LossConfig, beta_at, vae_loss
 from training.metrics import mse_per_image, psnr_per_image, ssim
 
-# Flags that may change when a run is resumed; every other setting comes from config.json.
-RESUMABLE = ("epochs", "max_time", "precision")
+# Flags that may change when a run is resumed; every other setting comes from config.json, and
+# giving one of them a different value is refused rather than silently ignored.
+RESUMABLE = ("epochs", "max_time", "precision", "device", "compile", "sample_every", "checkpoint_interval")
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out when the data has no split column")
     model = p.add_argument_group("model")
     model.add_argument("--image-size", type=int, default=128, choices=(64, 128, 256))
-    model.add_argument("--latent-dim", type=int, default=256)
-    model.add_argument("--base-channels", type=int, default=16)
-    model.add_argument("--max-channels", type=int, default=128)
-    model.add_argument("--res-blocks", type=int, default=1)
-    model.add_argument("--encoder-width", type=int, default=1, help="the encoder's stages are this many times "
+    model.add_argument("--latent-dim", type=positive_int, default=256)
+    model.add_argument("--base-channels", type=positive_int, default=16)
+    model.add_argument("--max-channels", type=positive_int, default=128)
+    model.add_argument("--res-blocks", type=non_negative_int, default=1)
+    model.add_argument("--encoder-width", type=positive_int, default=1, help="the encoder's stages are this many times "
                        "wider than the decoder's (python -m training.widen widens a trained run's)")
     loss = p.add_argument_group("loss")
     # 0.1: measured (benchmarks/loss_variants.py, README): 0.6 dB more than 0.5, and sampled through
@@ -73,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
     loss.add_argument("--kl-warmup", type=float, default=0.2, help="fraction of training over which beta ramps up")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=None, help="default 100")
+    opt.add_argument("--epochs", type=positive_int, default=None, help="default 100")
     opt.add_argument("--max-time", type=float, default=None, help="stop after this many seconds of training")
-    opt.add_argument("--batch-size", type=int, default=64, help="global batch, split across DDP ranks")
+    opt.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split across DDP ranks")
     opt.add_argument("--lr", type=float, default=1e-3)
     opt.add_argument("--ema", type=float, default=0.999,
                      help="decay of the weights' moving average, the model that is evaluated and exported; 0: off")
@@ -93,13 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="forward pass in bf16 autocast or fp32; auto (default): bf16 on GPUs and on "
                      "CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere")
     out = p.add_argument_group("reporting")
-    out.add_argument("--sample-every", type=int, default=10, help="epochs between validation + sample grids")
+    out.add_argument("--sample-every", type=positive_int, default=10, help="epochs between validation + sample grids")
     out.add_argument("--checkpoint-interval", type=float, default=60.0,
                      help="seconds between checkpoints (written at epoch ends, and always at the end)")
     return p
 
 
-def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The settings named on the command line, as opposed to left at their defaults."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str] = frozenset()) -> dict:
     out = Path(args.out)
     if not args.resume:
         if not args.data:
@@ -107,16 +131,25 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         if (out / "checkpoint.pt").exists():
             parser.error(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         settings = {k: v for k, v in vars(args).items() if k != "resume"}
-        settings["epochs"] = settings["epochs"] or 100
+        settings["epochs"] = 100 if settings["epochs"] is None else settings["epochs"]
         return settings
     config = out / "config.json"
     if not config.exists():
         parser.error(f"--resume: {config} not found")
-    settings = json.loads(config.read_text())
+    try:
+        settings = json.loads(config.read_text())
+        if not isinstance(settings, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        parser.error(f"--resume: {config} cannot be read ({exc})")
+    for key in sorted(given - {"out", "resume"}):
+        value = getattr(args, key)
+        if key in RESUMABLE:
+            settings[key] = value
+        elif value != settings.get(key):
+            parser.error(f"--{key.replace('_', '-')} cannot change when resuming: {config} has "
+                         f"{settings.get(key)!r}. Start a new run instead (--init {out} starts from its weights)")
     settings["out"] = str(out)  # the run folder may have been moved since
-    for key in RESUMABLE:
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
     return settings
 
 
@@ -175,6 +208,34 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every rank's random state (the CPU's, and its GPU's), in rank order: what a resumed run
+    needs to draw the same augmentations and noise the interrupted one would have."""
+    mine = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return [mine]
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def restore_rng(state: dict, device: torch.device, rank: int, world: int, seed: int) -> None:
+    saved = state.get("rng_ranks")
+    if saved and len(saved) == world:
+        torch.set_rng_state(saved[rank]["cpu"])
+        if device.type == "cuda" and "cuda" in saved[rank]:
+            torch.cuda.set_rng_state(saved[rank]["cuda"], device)
+        return
+    # A checkpoint from another number of ranks (or from before rng_ranks): the interrupted
+    # streams cannot be continued, but each rank must still draw its own.
+    if world > 1:
+        torch.manual_seed(seed + rank + 1_000_003 * state["step"])
+    else:
+        torch.set_rng_state(state["rng"])
 
 
 def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
@@ -252,7 +313,7 @@ def sample_grid(vae: VAE, val: torch.Tensor, u: torch.Tensor, fitted: dict, devi
 def main(argv: list[str] | None = None) -> dict | None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    s = resolve_settings(args, parser)
+    s = resolve_settings(args, parser, given_flags(parser, argv) if args.resume else set())
     # A new run started from another run's weights takes that run's architecture (the weights fit no other).
     init_state = load_init(Path(s["init"])) if s.get("init") and not args.resume else None
     if init_state:
@@ -265,6 +326,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     local_batch = s["batch_size"] // world
 
     torch.manual_seed(s["seed"] + rank)
+    if master:  # before minutes of decoding photos: an --out that cannot be written fails now
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(f"error: --out {out}: cannot create the run folder ({exc.strerror})") from None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -277,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         raise SystemExit(f"error: {exc}") from None
     if len(data.train) < 1 or len(data.val) < 1:
         raise SystemExit(f"error: {s['data']}: need at least 2 readable images (got {len(data.images)})")
+    if world > 1 and len(data.train) < s["batch_size"]:
+        raise SystemExit(f"error: {len(data.train)} training images cannot fill one --batch-size {s['batch_size']} "
+                         f"across {world} ranks: lower --batch-size")
 
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
@@ -307,19 +376,25 @@ def main(argv: list[str] | None = None) -> dict | None:
             state = checkpoint.load(ckpt_path)
         except checkpoint.CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
-        # With EMA, "model" holds the average and "train_model" the optimiser's own weights.
-        vae.load_state_dict(state.get("train_model", state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
+        saved_cfg = state.get("vae_config")
+        if saved_cfg and VAEConfig.from_dict(saved_cfg) != cfg:
+            raise SystemExit(f"error: {ckpt_path} holds a model of {saved_cfg}, but {out / 'config.json'} "
+                             f"describes {cfg.to_dict()}")
+        try:
+            # With EMA, "model" holds the average and "train_model" the optimiser's own weights.
+            vae.load_state_dict(state.get("train_model", state["model"]))
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise SystemExit(f"error: {ckpt_path} does not fit this run ({str(exc).splitlines()[0][:200]})") from None
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
         best = state.get("best")
-        torch.set_rng_state(state["rng"])
+        restore_rng(state, device, rank, world, s["seed"])
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
     else:
         if init_state:
             vae.load_state_dict(init_state["model"])
         if master:
-            out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(s, indent=2))
 
     ema = EMA(vae, s["ema"]) if s.get("ema") else None
@@ -336,10 +411,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     fixed_u = torch.randn(8, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
     (out / "samples").mkdir(exist_ok=True)
 
-    def save_checkpoint(latent_prior: dict | None = None):
+    def save_checkpoint(rngs: list[dict], latent_prior: dict | None = None):
         state = {
             "model": served.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-            "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
+            "elapsed": elapsed, "history": history, "rng": rngs[0]["cpu"], "rng_ranks": rngs,
             "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
         }
         if ema:
@@ -387,12 +462,17 @@ def main(argv: list[str] | None = None) -> dict | None:
                 if stop:
                     break
         epoch += 1
+        if world > 1:  # the epoch's training numbers over every rank's images, not rank 0's alone
+            dist.all_reduce(sums)
+            sums /= world
+        last = stop or epoch == s["epochs"]  # the last checkpoint is written below, with the sampling prior
+        due = not last and _agree(time.perf_counter() - last_ckpt >= s["checkpoint_interval"], device, world)
+        rngs = rng_states(device, world) if due else None  # every rank takes part in gathering them
         if not master:
             continue
         loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
         entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
                  "train_recon": mse_v, "train_kl": kl_v}
-        last = stop or epoch == s["epochs"]
         if epoch % s["sample_every"] == 0 or last:
             metrics = evaluate(served, val, device)
             best = keep_best(best, served, metrics, epoch, step)
@@ -406,12 +486,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         history.append(entry)
         if epoch % s["sample_every"] == 0 or last:
             report.plot_losses(history, out / "loss.png")
-        if not last and time.perf_counter() - last_ckpt >= s["checkpoint_interval"]:  # the last one is below
-            save_checkpoint()
+        if due:
+            save_checkpoint(rngs)
             last_ckpt = time.perf_counter()
     bar.close()
 
     result = None
+    final_rngs = rng_states(device, world)
     if master:
         metrics = evaluate(served, val, device)
         best = keep_best(best, served, metrics, epoch, step)
@@ -426,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             best_vae = VAE(cfg).to(device)
             best_vae.load_state_dict(best["model"])
             best["latent_prior"] = fit_prior(best_vae.encoder)
-        save_checkpoint(latent_prior)
+        save_checkpoint(final_rngs, latent_prior)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
             "validation": {**metrics, "images": len(val), "mean_image_psnr": mean_image_psnr(train, val.to(train.device))},
