@@ -1,5 +1,6 @@
 """Export: TorchScript and ONNX files that match the eager model, and model.json."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,3 +74,33 @@ def test_export_replaces_an_existing_directory_and_errors_name_the_run(tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folders left behind"
     with pytest.raises(ExportError, match="nowhere"):
         export(tmp_path / "nowhere", tmp_path / "m2")
+
+
+def test_a_run_stopped_after_a_resume_is_not_exported_with_its_earlier_numbers(tmp_path, tiny_run):
+    # A finished run resumed for more epochs, then killed: its checkpoint is an interval one (no
+    # fitted sampling distribution), and metrics.json still describes the earlier end.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from training import checkpoint
+    from training.export import ExportError, export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = checkpoint.load(run / "checkpoint.pt")
+    earlier = json.loads((run / "metrics.json").read_text())
+    state["epoch"], state["step"] = state["epoch"] + 1, state["step"] + 3
+    del state["latent_prior"]
+    checkpoint.save_atomic(state, run / "checkpoint.pt")
+
+    with pytest.raises(ExportError, match="no sampling distribution.*training.prior"):
+        export(run, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    fit = subprocess.run([sys.executable, "-m", "training.prior", str(run)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    meta = export(run, tmp_path / "model")
+    assert meta["training"] == {"epochs": state["epoch"], "steps": state["step"]}
+    assert meta["metrics"] == {} and earlier["validation"]["psnr"]  # not the earlier weights' PSNR
+    assert meta["latent"]["prior_file"] == "latent_prior.npz"

@@ -75,7 +75,7 @@ def with_best(state: dict) -> dict:
     fitted to them) in place of the last ones; what `export --weights best` ships."""
     best = state["best"]
     return {**state, "model": best["model"], "latent_prior": best.get("latent_prior"),
-            "epoch": best["epoch"], "step": best["step"]}
+            "epoch": best["epoch"], "step": best["step"], "final_step": state["step"]}
 
 
 def best_metrics(metrics: dict, best: dict) -> dict:

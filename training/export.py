@@ -101,6 +101,11 @@ def check_parity(vae: VAE, folder: Path, tolerance: float = PARITY_TOLERANCE) ->
 def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
     run, out = Path(run), Path(out)
     vae, state = load_vae(run, weights)
+    if not state.get("latent_prior"):
+        # Only a run's end fits one: decoding N(0, I) instead would give this model's blurred noise.
+        raise ExportError(f"{run / 'checkpoint.pt'} has no sampling distribution fitted to its weights: the run "
+                          f"stopped before its end (epoch {state['epoch']}). Finish it (python -m training.train "
+                          f"--out {run} --resume) or fit one (python -m training.prior {run})")
     size, latent = vae.cfg.image_size, vae.cfg.latent_dim
     example_x = torch.rand(2, 3, size, size)
     example_z = torch.randn(2, latent)
@@ -114,16 +119,18 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
             torch.jit.save(torch.jit.trace(vae.decoder, example_z), staging / "decoder.pt")
         _export_onnx(vae.encoder, example_x, staging / "encoder.onnx", ["image"], ["mu", "logvar"])
         _export_onnx(vae.decoder, example_z, staging / "decoder.onnx", ["z"], ["image"])
-        sampling = {"prior": "standard normal", "encoder_outputs": ["mu", "logvar"]}
-        fitted = state.get("latent_prior")
-        if fitted:
-            np.savez(staging / PRIOR_FILE, mean=fitted["mean"].numpy(), scale_tril=fitted["scale_tril"].numpy())
-            sampling.update(prior="gaussian fitted to the training photos' codes", prior_file=PRIOR_FILE,
-                          prior_fitted_on={"codes": fitted["codes"], "data": fitted.get("data"),
-                                           "filter": fitted.get("filter", [])})
+        fitted = state["latent_prior"]
+        np.savez(staging / PRIOR_FILE, mean=fitted["mean"].numpy(), scale_tril=fitted["scale_tril"].numpy())
+        sampling = {"prior": "gaussian fitted to the training photos' codes", "encoder_outputs": ["mu", "logvar"],
+                    "prior_file": PRIOR_FILE, "prior_fitted_on": {"codes": fitted["codes"], "data": fitted.get("data"),
+                                                                  "filter": fitted.get("filter", [])}}
 
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        if metrics.get("training", {}).get("steps") != state.get("final_step", state["step"]):
+            # Written at the end of an earlier stretch of a run that was resumed and stopped again:
+            # its numbers belong to other weights, and are not shipped as these ones'.
+            metrics = {}
         metrics.setdefault("training", {"epochs": state["epoch"], "steps": state["step"]})
         if weights == "best":
             metrics = checkpoint.best_metrics(metrics, state["best"])
