@@ -86,3 +86,24 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.upload", str(tmp_path), "s3://b/p"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and str(tmp_path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_refused_upload_is_an_error_that_leaves_the_pointer_alone(s3, tiny_model_dir):
+    version = upload(tiny_model_dir, f"s3://{BUCKET}/cars")
+    with pytest.raises(UploadError, match="s3://no-such-bucket/cars failed .*NoSuchBucket"):
+        upload(tiny_model_dir, "s3://no-such-bucket/cars")
+    # A version whose files stop halfway (S3 refusing the second one) never becomes the latest.
+    real_upload = s3.upload_file
+    calls = []
+
+    def refuses_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            return real_upload(args[0], "no-such-bucket", *args[2:], **kwargs)
+        return real_upload(*args, **kwargs)
+
+    s3.upload_file = refuses_the_second
+    with pytest.raises(UploadError, match="latest.json was not changed"):
+        upload(tiny_model_dir, f"s3://{BUCKET}/cars", s3)
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="cars/latest.json")["Body"].read())
+    assert pointer["version"] == version

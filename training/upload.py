@@ -55,6 +55,7 @@ def new_version(meta_bytes: bytes) -> str:
 
 def upload(folder: str | Path, uri: str, s3=None) -> str:
     """Returns the version written."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     folder = Path(folder)
@@ -75,8 +76,9 @@ def upload(folder: str | Path, uri: str, s3=None) -> str:
                    "image_size": meta.get("image_size"), "latent_dim": meta.get("latent_dim")}
         s3.put_object(Bucket=bucket, Key=f"{prefix}/latest.json", Body=json.dumps(pointer).encode(),
                       ContentType="application/json", CacheControl="no-cache")
-    except (ClientError, BotoCoreError) as exc:
-        raise UploadError(f"upload to s3://{bucket}/{prefix} failed: {exc}") from None
+    except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:  # upload_file wraps S3's refusals in Boto3Error
+        raise UploadError(f"upload to s3://{bucket}/{prefix} failed ({exc.__class__.__name__}): {exc}; "
+                          f"{prefix}/latest.json was not changed") from None
     return version
 
 
