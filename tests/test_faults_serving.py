@@ -44,10 +44,11 @@ def assert_serving(source_prefix: str):
 
 
 @pytest.fixture
-def fresh_handler(monkeypatch):
-    """The handler as a new container sees it: no model loaded, no S3 settings."""
+def fresh_handler(monkeypatch, tmp_path):
+    """The handler as a new container sees it: no model loaded, no S3 settings, an empty /tmp cache."""
     for key in ("MODEL_BUCKET", "MODEL_PREFIX", "MODEL_VERSION", "MODEL_DIR", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("model.store.DEFAULT_CACHE", tmp_path / "model-cache")
     handler.reset_model()
     yield monkeypatch
     handler.reset_model()  # later tests load the bundled model again
@@ -260,11 +261,9 @@ class BrokenTransferS3:
 
 
 @pytest.fixture
-def broken_s3(s3_settings, fresh_handler, tmp_path):
+def broken_s3(s3_settings, fresh_handler):
     server = BrokenTransferS3()
     fresh_handler.setenv("AWS_ENDPOINT_URL_S3", server.url)
-    # Version v1 must not already be cached by an earlier run on this machine.
-    fresh_handler.setattr("model.store.DEFAULT_CACHE", tmp_path / "cache")
     yield server
     server.stop()
 
