@@ -25,9 +25,9 @@ import torch
 from benchmarks.common import MANIFEST, RESULTS, labelled_grids, save
 from training.train import main as train
 
-# Every variant starts from beta 0.5, the trainer's default when these were measured; a variant's
-# own --beta comes later on the command line and wins.
-BASE_FLAGS = ["--beta", "0.5"]
+# Every variant starts from the trainer's defaults when these were measured: beta 0.5, no moving
+# average of the weights, no zoom or shift. A variant's own flags come later and win.
+BASE_FLAGS = ["--beta", "0.5", "--ema", "0", "--zoom", "0", "--shift", "0"]
 VARIANTS = {
     "default (beta 0.5)": [],
     "beta 0.02 (per-image KL, warm-up over 20%)": ["--beta", "0.02"],

@@ -22,7 +22,8 @@ from training.train import main as train
 
 
 def recipes(data: str, size: int, seconds: float, finetune_seconds: float) -> dict[str, list[str]]:
-    common = ["--data", data, "--batch-size", "32", "--epochs", "100000", "--beta", "0.5"]  # as measured
+    common = ["--data", data, "--batch-size", "32", "--epochs", "100000", "--beta", "0.5",  # as measured:
+              "--ema", "0", "--zoom", "0", "--shift", "0"]  # the trainer's defaults then
     return {
         "cat": [*common, "--filter", "white_background=1", "--image-size", str(size), "--max-time", str(seconds),
                 "--sample-every", "20"],

@@ -5,7 +5,7 @@
 Writes encoder/decoder jit-traced for CPU (encoder.pt, decoder.pt), the same two as
 ONNX (encoder.onnx, decoder.onnx), the distribution to sample codes from
 (latent_prior.npz: the Gaussian fitted to the training photos' codes, see
-training/prior.py; runs without one sample N(0, I)) and model.json, which describes
+training/prior.py; a checkpoint without one, from a run stopped before its end, is refused) and model.json, which describes
 them: format version, image and latent size, value ranges, file hashes, training
 summary, metrics.
 The export checks that TorchScript and ONNX agree with the eager model before it

@@ -5,7 +5,7 @@
 
 Why: the KL term pulls each photo's code towards N(0, I), but it does not make the codes
 fill N(0, I) (measured on the default model: the variances of the catalogue photos' codes
-sum to about 103, N(0, I)'s to 256). Codes drawn from N(0, I) then land where no photo maps
+sum to about 36, N(0, I)'s to 256). Codes drawn from N(0, I) then land where no photo maps
 to and decode to blurred mixtures, or, after training on street photos, to street scenes. Fitting a
 full-covariance Gaussian to the posterior means of the training photos and sampling
 from it ("ex-post density estimation", Ghosh et al. 2020, "From Variational to

@@ -195,7 +195,7 @@ def lr_at(progress: float, base: float, warmup: float = 0.02) -> float:
 
 
 def resolve_precision(device: torch.device, precision: str | None) -> str:
-    """auto: bf16 on GPUs and on CPUs with native bf16 (1.9x images/s on this project's AVX512-BF16
+    """auto: bf16 on GPUs and on CPUs with native bf16 (2.0x images/s on this project's AVX512-BF16
     CPU, benchmarks/results/train_speed_cpu.json), fp32 elsewhere (emulated bf16 is slower)."""
     if precision in (None, "auto"):
         native = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -243,7 +243,7 @@ def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
 
 
 def forward_loss(model, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
-    """A uint8 batch, augmented on the device, through the model (bf16 on GPUs) -> (loss, parts),
+    """A uint8 batch, augmented on the device, through the model (in bf16 where autocast is on) -> (loss, parts),
     parts holding the reconstruction error and the KL as tensors. --compile compiles this whole
     function, so the augmentation's and the loss's elementwise work fuses into few kernels as the
     model's does."""
