@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from model.images import DEFAULT_MAX_PIXELS, from_model_output, load_square, png_base64, psnr, to_model_input
+from model.images import (DEFAULT_MAX_PIXELS, ImageError, from_model_output, load_square, png_base64, psnr,
+                          to_model_input)
 from model.runtime import Model
 
 # Limits that keep one request from burning the function: each bounds the work per call.
@@ -79,10 +80,17 @@ def sample(model: Model, n=8, seed=None, temperature=1.0) -> dict:
     return {"images": [png_base64(im) for im in images], "seed": seed, "temperature": temperature, "n": n}
 
 
+def _photo(data: bytes, field: str, size: int, max_pixels: int):
+    try:
+        return load_square(data, size, max_pixels)
+    except ImageError as exc:  # of two photos, say which one is wrong
+        raise ImageError(f"photo {field}: {exc}", exc.code) from None
+
+
 def interpolate(model: Model, a: bytes, b: bytes, steps=8, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Decode evenly spaced points on the line between the two photos' latent means (both ends included)."""
     steps = bounded_int(steps, "steps", MIN_STEPS, MAX_STEPS)
-    seen = [load_square(data, model.image_size, max_pixels) for data in (a, b)]
+    seen = [_photo(data, name, model.image_size, max_pixels) for name, data in (("a", a), ("b", b))]
     mu = _encode_images(model, seen)
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     z = (1.0 - t) * mu[0] + t * mu[1]

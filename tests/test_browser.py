@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -231,6 +232,82 @@ def test_friendly_messages_when_the_api_misbehaves(browser, local_stack):
     expect(page.locator("#sample-error")).to_contain_text("unexpected reply (HTTP 502)")
     expect(page.locator("#sample-button")).to_be_enabled()
     context.close()
+
+
+def test_a_wrong_or_missing_api_address_sends_nothing_and_says_so(browser, local_stack, real_photos):
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    sent = []
+    page.on("request", lambda request: request.method == "POST" and sent.append(request.url))
+    # No address: a photo dropped anyway goes nowhere, and the controls stay off.
+    page.route("**/config.js", lambda route: route.fulfill(body="", content_type="text/javascript"))
+    page.goto(local_stack.page)
+    expect(page.locator("#error")).to_contain_text("does not know where the API is")
+    drop_file(page, "#recon-drop", real_photos[0])
+    page.wait_for_timeout(500)
+    assert not sent
+    expect(page.locator("#recon-file")).to_be_disabled()
+    page.unroute("**/config.js")
+    # An address without a scheme would be a path on the page's own server.
+    page.goto(f"{local_stack.page}?api=127.0.0.1:{free_port()}/dev")
+    expect(page.locator("#error")).to_contain_text("must start with http:// or https://")
+    expect(page.locator("#sample-button")).to_be_disabled()
+    # An address where a server answers, but not this API (here: the page's own server, a 404).
+    page.goto(f"{local_stack.page}?api={local_stack.page}nothing-here")
+    expect(page.locator("#error")).to_contain_text("No Car VAE API answers at")
+    expect(page.locator("#error")).to_contain_text("HTTP 404")
+    assert not sent
+    context.close()
+
+
+def test_the_page_recovers_and_explains_server_failures(browser, local_stack, real_photos):
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    # /health fails once (a cold start that timed out, say); the next request that works clears the banner.
+    failures = {"health": 1}
+
+    def health(route):
+        if failures["health"]:
+            failures["health"] -= 1
+            route.fulfill(status=503, content_type="application/json", body=json.dumps(
+                {"error": {"code": "model_unavailable", "message": "the model is not available: S3 is slow"},
+                 "request_id": "r-1"}))
+        else:
+            route.continue_()
+
+    page.route("**/health", health)
+    page.goto(local_stack.page)
+    expect(page.locator("#error")).to_contain_text("The model is not available")
+    expect(page.locator("#model-info")).to_have_text("Model: unavailable")
+    sample(page, 3, 2)
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#model-info")).to_contain_text("px")
+
+    # A server failure asks the user to quote the request id: the page shows it.
+    page.route("**/sample", lambda route: route.fulfill(status=500, content_type="application/json", body=json.dumps(
+        {"error": {"code": "internal_error", "message": "the server failed; quote the request_id when reporting it"},
+         "request_id": "req-abc-123"})))
+    page.click("#sample-button")
+    expect(page.locator("#sample-error")).to_contain_text("(request id: req-abc-123)")
+    page.unroute("**/sample")
+
+    # Of two photos, the one the service cannot read is named, before anything is uploaded.
+    page.set_input_files("#morph-a", str(real_photos[0]))
+    page.set_input_files("#morph-b", files=[{"name": "IMG_0001.HEIC", "mimeType": "image/heic",
+                                             "buffer": real_photos[1].read_bytes()}])  # the type says HEIC
+    page.click("#morph-button")
+    expect(page.locator("#morph-error")).to_contain_text("The second car's photo is HEIC")
+    context.close()
+
+
+def test_keyboard_users_keep_their_place(page):
+    # The slider is named by its label, and focus comes back to the button a request disabled.
+    expect(page.get_by_label("Temperature")).to_have_attribute("type", "range")
+    page.focus("#sample-button")
+    with page.expect_response(lambda r: r.url.endswith("/sample")):
+        page.keyboard.press("Enter")
+    expect(page.locator("#sample-grid img")).to_have_count(8)
+    expect(page.locator("#sample-button")).to_be_focused()
 
 
 @pytest.mark.parametrize("name,viewport", [("desktop", DESKTOP), ("phone", PHONE)])

@@ -229,6 +229,12 @@ def test_non_finite_temperature():
     assert_error(*call(json_event("/sample", '{"temperature": 1e999}')), 400, "bad_request")
 
 
+def test_interpolate_says_which_photo_is_wrong(real_jpeg):
+    status, body = call(multipart_event("/interpolate", {"a": real_jpeg, "b": b"not a photo at all"}))
+    assert_error(status, body, 400, "not_an_image")
+    assert body["error"]["message"].startswith("photo b: ")
+
+
 @pytest.mark.parametrize("steps, code", [("1", "out_of_range"), ("17", "out_of_range"), ("many", "bad_request")])
 def test_interpolate_steps_bounds(real_jpeg, steps, code):
     assert_error(*call(multipart_event("/interpolate", {"a": real_jpeg, "b": real_jpeg, "steps": steps})), 400, code)

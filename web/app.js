@@ -6,6 +6,8 @@
   // ?api=URL wins over config.js (written by the local server or the S3 publisher).
   const API = (new URLSearchParams(location.search).get("api") ||
                (window.CAR_VAE_CONFIG || {}).apiBaseUrl || "").trim().replace(/\/+$/, "");
+  // Without a usable address the page sends nothing: no picker, drop or button calls out.
+  const API_OK = /^https?:\/\/./i.test(API);
 
   // Refined from GET /health: Lambda takes 6 MB of event, in which the upload is base64 (4/3 larger).
   const limits = { maxBodyBytes: Math.floor((6 * 1024 - 64) * 1024 * 3 / 4) };
@@ -16,7 +18,18 @@
   const SHRINK_ABOVE = 2 * 1024 * 1024;
   const SHRINK_TO = 1024;
 
-  class ApiError extends Error {}
+  // notApi: the address answered, but not as this API does (a 404 page, HTML): a wrong ?api= or config.js.
+  class ApiError extends Error {
+    constructor(message, status, notApi) {
+      super(message);
+      this.status = status;
+      this.notApi = Boolean(notApi);
+    }
+  }
+
+  // Formats browsers show but the service cannot read, by MIME type or file name.
+  const UNSUPPORTED = /^image\/(heic|heif)$|\.(heic|heif)$/i;
+  const PHOTO_LABELS = { image: "The photo", a: "The first car's photo", b: "The second car's photo" };
 
   const png = (b64) => "data:image/png;base64," + b64;
   const mb = (bytes) => (bytes / (1024 * 1024)).toFixed(1) + " MB";
@@ -40,10 +53,19 @@
       $.ajax(options)
         .done((text, _status, xhr) => {
           const body = parseJson(text);
-          if (body && typeof body === "object") resolve(body);
-          else reject(new ApiError(`The server sent an unexpected reply (HTTP ${xhr.status}). Please try again later.`));
+          if (body && typeof body === "object") {
+            if (!connected && path !== "/health") loadHealth(); // the service is back: clear the banner
+            resolve(body);
+          } else {
+            reject(new ApiError(`The server sent an unexpected reply (HTTP ${xhr.status}). Please try again later.`,
+                                xhr.status, true));
+          }
         })
-        .fail((xhr, status) => reject(new ApiError(failureMessage(xhr, status))));
+        .fail((xhr, status) => {
+          const body = parseJson(xhr.responseText);
+          const ours = Boolean(body && body.error && body.error.message);
+          reject(new ApiError(failureMessage(xhr, status, body), xhr.status, xhr.status !== 0 && !ours));
+        });
     });
   }
 
@@ -51,12 +73,15 @@
     try { return JSON.parse(text); } catch (e) { return null; }
   }
 
-  function failureMessage(xhr, status) {
+  function failureMessage(xhr, status, body) {
     if (status === "timeout") return "The server took too long to answer. Please try again in a moment.";
     // Status 0: no answer at all (offline, server down, DNS, or a CORS refusal).
     if (xhr.status === 0) return `Could not reach the service at ${API}. Check your connection and try again.`;
-    const body = parseJson(xhr.responseText);
-    if (body && body.error && body.error.message) return sentence(body.error.message);
+    if (body && body.error && body.error.message) {
+      // A server failure asks to quote the request id: show it.
+      const id = xhr.status >= 500 && body.request_id ? ` (request id: ${body.request_id})` : "";
+      return sentence(body.error.message) + id;
+    }
     if (xhr.status === 413) return "The upload is too large. Please choose a smaller photo.";
     return `The server sent an unexpected reply (HTTP ${xhr.status}). Please try again later.`;
   }
@@ -72,13 +97,19 @@
     $(panel ? `#${panel}-error` : "#error").text(message || "").prop("hidden", !message);
   }
 
-  // While a panel's request runs: controls disabled, spinner shown.
+  // While a panel's request runs: controls disabled, spinner shown. Disabling the focused
+  // control drops keyboard focus to the page, so it is given back afterwards.
   function setBusy(panel, on) {
     const $panel = $("#" + panel);
+    if (on) $panel.data("focus", document.activeElement);
     $panel.toggleClass("busy", on).attr("aria-busy", String(on));
-    $panel.find("input, button").prop("disabled", on);
+    $panel.find("input, button").prop("disabled", on || !API_OK);
     $(`#${panel}-status`).prop("hidden", !on);
-    if (!on) updateMorphButton();
+    if (!on) {
+      updateMorphButton();
+      const focused = $panel.data("focus");
+      if (focused && $.contains($panel[0], focused) && document.activeElement === document.body) focused.focus();
+    }
   }
 
   /* Scales a big photo down (on white, like the server does with transparency) and
@@ -107,6 +138,13 @@
     const form = new FormData();
     let total = 0;
     for (const [name, value] of Object.entries(fields)) {
+      if (value instanceof Blob && (UNSUPPORTED.test(value.type) || UNSUPPORTED.test(value.name || ""))) {
+        throw new ApiError(`${PHOTO_LABELS[name] || "The photo"} is HEIC, which the service cannot read. ` +
+                           "Please send a JPEG, PNG or WebP (an iPhone saves JPEGs with Settings › Camera › " +
+                           "Formats › Most Compatible).");
+      }
+    }
+    for (const [name, value] of Object.entries(fields)) {
       if (value instanceof Blob) {
         const blob = await shrink(value);
         total += blob.size;
@@ -131,7 +169,7 @@
       .on("drop", (e) => {
         e.preventDefault();
         const file = e.originalEvent.dataTransfer.files[0];
-        if (file && !$zone.closest(".panel").hasClass("busy")) onFile(file);
+        if (file && API_OK && !$zone.closest(".panel").hasClass("busy")) onFile(file);
       });
     $zone.find("input[type=file]").on("change", function () {
       if (this.files[0]) onFile(this.files[0]);
@@ -200,7 +238,7 @@
   }
 
   function updateMorphButton() {
-    const ready = morph.files.a && morph.files.b && !$("#morph").hasClass("busy") && API;
+    const ready = morph.files.a && morph.files.b && !$("#morph").hasClass("busy") && API_OK;
     $("#morph-button").prop("disabled", !ready);
   }
 
@@ -255,9 +293,13 @@
 
   // ---- Start ------------------------------------------------------------------------
 
+  let connected = false; // /health has answered
+
   async function loadHealth() {
     try {
       const health = await call("GET", "/health");
+      connected = true;
+      showError("", "");
       const model = health.model, metrics = model.metrics || {};
       let info = `Model: ${model.image_size}×${model.image_size} px · ${model.latent_dim}-dimensional latent`;
       if (typeof metrics.psnr === "number") info += ` · validation PSNR ${metrics.psnr.toFixed(1)} dB`;
@@ -268,7 +310,10 @@
       if (l.steps) $("#morph-steps").attr({ min: l.steps[0], max: l.steps[1] });
     } catch (error) {
       $("#model-info").text("Model: unavailable");
-      showError("", messageOf(error));
+      showError("", error instanceof ApiError && error.notApi
+        ? `No Car VAE API answers at ${API}/health (HTTP ${error.status}). Check the address given with ?api= ` +
+          "or in config.js: it ends with the stage, e.g. https://…/dev."
+        : messageOf(error));
     }
   }
 
@@ -289,9 +334,12 @@
     $("#morph-strip").on("click", "img", function () { togglePlay(false); showFrame(Number($(this).data("index"))); });
     $("#morph-play").on("click", () => togglePlay(!morph.timer));
 
-    if (!API) {
-      showError("", "This page does not know where the API is. Open it with ?api=https://…/dev " +
-                    "added to the address, or publish it together with its config.js.");
+    const problem = !API
+      ? "This page does not know where the API is. Open it with ?api=https://…/dev added to the address, " +
+        "or publish it together with its config.js."
+      : !API_OK ? `The API address "${API}" must start with http:// or https://.` : "";
+    if (problem) {
+      showError("", problem);
       $(".panel").find("input, button").prop("disabled", true);
       $("#model-info").text("Model: not connected");
       return;
