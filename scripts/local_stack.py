@@ -12,6 +12,7 @@ import argparse
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,20 @@ def serve_page(host: str, port: int, api_url: str) -> ThreadingHTTPServer:
     return server
 
 
+def taken_ports(host: str, ports: dict[str, int]) -> list[str]:
+    """The ports something already listens on (a forgotten `make run`, say), as 'NAME PORT'."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            # As the servers bind: a port left in TIME_WAIT by a stack just stopped is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                taken.append(f"{name} {port}")
+    return taken
+
+
 def start_offline(host: str, api_port: int, lambda_port: int) -> subprocess.Popen:
     venv = ROOT / ".venv"
     env = {
@@ -82,7 +97,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
         if process.poll() is not None:
             raise RuntimeError(f"serverless-offline exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:  # a request takes milliseconds
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -112,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     api_url = f"http://{args.host}:{args.api_port}/{STAGE}"
+    taken = taken_ports(args.host, {"--api-port": args.api_port, "--lambda-port": args.lambda_port,
+                                    "--web-port": args.web_port})
+    if taken:
+        sys.exit(f"error: already in use on {args.host}: {', '.join(taken)} (another `make run`?). "
+                 "Stop it, or choose free ports with those flags.")
     offline = start_offline(args.host, args.api_port, args.lambda_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # A shell starts background jobs with SIGINT ignored, and Python keeps that: Ctrl-C must stop us anyway.
@@ -127,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: serverless-offline stopped (code {offline.returncode})")
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:  # OSError: the page's port taken after all (a race)
         sys.exit(f"error: {exc}")
     finally:
         stop(offline)

@@ -39,3 +39,23 @@ def test_errors_over_http_are_json_with_cors(local_stack):
                                  headers={**ORIGIN, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code in (200, 204)
     assert preflight.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN["Origin"])
+
+
+def test_a_port_in_use_is_named_before_anything_starts():
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.stack import free_port
+
+    ports = {"--api-port": free_port(), "--lambda-port": free_port(), "--web-port": free_port()}
+    with socket.socket() as busy:  # a forgotten `make run`'s page server, say
+        busy.bind(("127.0.0.1", ports["--web-port"]))
+        busy.listen()
+        proc = subprocess.run([sys.executable, "-m", "scripts.local_stack",
+                               *[str(v) for pair in ports.items() for v in pair]],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"already in use on 127.0.0.1: --web-port {ports['--web-port']}" in proc.stderr
+    assert "API:" not in proc.stdout  # nothing was started, or claimed to be
