@@ -38,6 +38,10 @@ def test_manifest_with_split_and_filter():
     photos = find_photos(SHARED_DATA / "manifest.csv", {"white_background": "1"})
     val = [p for p in photos if p.split == "val"]
     assert len(val) == len(rows) and all(p.split in ("train", "val") for p in photos)
+    # The filter applies to the training rows too: exactly the catalogue photos, both sides.
+    for split in ("train", "val"):
+        assert sorted(p.name for p in photos if p.split == split) == \
+            sorted(str(SHARED_DATA / r["file"]) for r in catalogue_rows(split))
 
 
 def test_val_filter_keeps_every_train_row_but_only_matching_val_rows():

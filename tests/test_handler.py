@@ -45,7 +45,7 @@ def test_health_describes_the_model(size):
     model = body["model"]
     assert model["format_version"] == 1 and model["image_size"] == size and model["latent_dim"] > 0
     assert model["backend"] == "onnx" and model["source"].startswith("local:")
-    assert model["sampling"] in ("fitted gaussian", "standard normal")
+    assert model["sampling"] == "fitted gaussian"  # the bundled model ships its latent_prior.npz
 
 
 def test_reconstruct_a_real_photo(real_photos, size):
@@ -64,10 +64,12 @@ def test_headers_are_case_insensitive_and_plain_bodies_work(real_jpeg):
     upper = rest_event("POST", "/reconstruct", body, {"CONTENT-TYPE": content_type})
     assert call(upper)[0] == 200
     # isBase64Encoded false: an ASCII-only JSON body arrives as text.
-    assert call(rest_event("POST", "/sample", '{"n": 1, "seed": 3}', {"content-type": "application/json"}))[0] == 200
+    status, plain = call(rest_event("POST", "/sample", '{"n": 1, "seed": 3}', {"content-type": "application/json"}))
+    assert status == 200 and (plain["n"], plain["seed"], len(plain["images"])) == (1, 3, 1)  # the body was read
     # isBase64Encoded true for JSON (e.g. a */* binary media type) is honoured too.
     encoded = rest_event("POST", "/sample", b'{"n": 1, "seed": 3}', {"Content-Type": "application/json"})
-    assert encoded["isBase64Encoded"] and call(encoded)[0] == 200
+    status, decoded = call(encoded)
+    assert encoded["isBase64Encoded"] and status == 200 and decoded["images"] == plain["images"]
 
 
 def test_sample_is_reproducible_by_seed(size):
@@ -82,6 +84,12 @@ def test_sample_is_reproducible_by_seed(size):
     assert status == 200 and len(default["images"]) == 8 and isinstance(default["seed"], int)
     zero = call(json_event("/sample", {"n": 2, "temperature": 0}))[1]["images"]
     assert zero[0] == zero[1], "temperature 0 decodes the prior mean"
+    # The same draws at a higher temperature land further from that mean car.
+    mean_car = decode_png(zero[0]).astype(float)
+    distance = {t: np.mean([np.abs(decode_png(b) - mean_car).mean() for b in
+                            call(json_event("/sample", {"n": 4, "seed": 7, "temperature": t}))[1]["images"]])
+                for t in (0.3, 1.5)}
+    assert distance[1.5] > 1.5 * distance[0.3] > 0, distance
 
 
 def test_the_bundled_model_samples_catalogue_cars_in_several_colours():

@@ -91,6 +91,9 @@ def test_odd_modes_decode_to_rgb(mode):
     data = jpeg_of(im) if mode == "CMYK" else png_of(im)
     out = open_image(data)
     assert out.mode == "RGB" and out.size == (40, 30)
+    # The colours survive (not inverted, not blanked): what Pillow's own conversion gives, within JPEG's loss.
+    want = np.asarray(im.convert("RGB"), dtype=int)
+    assert np.abs(np.asarray(out, dtype=int) - want).max() <= 8
 
 
 def test_animated_webp_uses_first_frame():

@@ -81,6 +81,8 @@ def test_template_declares_binary_multipart_python312_and_least_privilege(templa
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
     s3 = [s for s in statements if any(str(a).startswith("s3:") for a in s["Action"])]
     assert len(s3) == 1 and s3[0]["Action"] == ["s3:GetObject"], "read-only model access, nothing else on S3"
+    # ...and only under the model prefix of the stack's own bucket (empty by default: nothing at all).
+    assert s3[0]["Resource"] == {"Fn::Join": ["", ["arn:aws:s3:::", {"Ref": "ModelBucket"}, "//*"]]}
     methods = resources_of(template, "AWS::ApiGateway::Method")
     routes = {(m["Properties"]["HttpMethod"]) for m in methods}
     assert {"GET", "POST", "OPTIONS"} <= routes, "CORS preflight is declared"
