@@ -251,3 +251,34 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
         for a, b in zip(grads, eager_grads):
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
     assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])  # not one per step
+
+
+def test_the_compiled_forward_pass_reads_no_tensor_from_outside_the_model_and_batch():
+    """A tensor the graph takes from elsewhere (a module's global, say) is an input copied from the
+    host on every call: on a GPU, a wait in every step. Only the model's weights and the batch may be."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from model.vae import VAE, VAEConfig
+    from training.losses import LossConfig
+    from training.train import build_parser, forward_loss
+
+    torch._dynamo.reset()
+    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
+    batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    graphs = []
+
+    def record(graph, example_inputs):  # a dynamo backend that keeps what each graph is called with
+        names = [node.name for node in graph.graph.nodes if node.op == "placeholder"]
+        graphs.append(list(zip(names, example_inputs)))
+        return graph.forward
+
+    torch.compile(forward_loss, backend=record)(vae, batch, torch.device("cpu"), settings, LossConfig(beta=0.1),
+                                                0.5, nullcontext())
+    ours = {id(t) for t in [*vae.parameters(), *vae.buffers(), batch]}
+    assert graphs
+    foreign = [name for graph in graphs for name, value in graph
+               if isinstance(value, torch.Tensor) and id(value) not in ours]
+    assert not foreign, foreign

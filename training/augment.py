@@ -22,6 +22,9 @@ _RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
 )
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+# As Python numbers too: a compiled graph makes a tensor built from them a constant on the device,
+# where the module's CPU tensors would become graph inputs copied to the GPU (and waited for) every step.
+_RGB_TO_YIQ_ROWS, _YIQ_TO_RGB_ROWS = _RGB_TO_YIQ.tolist(), _YIQ_TO_RGB.tolist()
 
 
 @lru_cache(maxsize=8)
@@ -32,7 +35,8 @@ def _cached_yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torc
 
 def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     if torch.compiler.is_compiling():  # a compiled graph holds them as constants: no cache to trace
-        return _RGB_TO_YIQ.to(device, dtype), _YIQ_TO_RGB.to(device, dtype)
+        return (torch.tensor(_RGB_TO_YIQ_ROWS, device=device, dtype=dtype),
+                torch.tensor(_YIQ_TO_RGB_ROWS, device=device, dtype=dtype))
     return _cached_yiq_matrices(device, dtype)
 
 
