@@ -33,9 +33,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def save(name: str, result: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(name: str, result: dict, folder: Path = RESULTS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     return path
 

@@ -24,14 +24,17 @@ model takes it (tests/test_train_speed.py checks each computes what the model do
       multiply-adds than the fold (9 taps against 4 per output), but the most tuned kind of
       kernel cuDNN has, where the fold runs a transposed convolution.
 Writes benchmarks/results/train_speed_<device>.json (and, with --profile, the operations
-that took the time, per setting: train_speed_<device>_profile.txt).
+that took the time, per setting: train_speed_<device>_profile.txt), or into --out, after every
+setting; a setting that fails (out of memory, a compile error) is recorded and the rest still run.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,7 +61,8 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     pad_in, pad_out = (-n % TENSOR_CORE_CHANNELS for n in (conv.in_channels, conv.out_channels))
     weight = F.pad(conv.weight, (0, 0, 0, 0, 0, pad_in, 0, pad_out))
     bias = F.pad(conv.bias, (0, pad_out))
-    x = F.pad(x, (0, 0, 0, 0, 0, pad_in)).contiguous(memory_format=torch.channels_last)
+    if pad_in:  # (a zero pad would still copy the whole activation)
+        x = F.pad(x, (0, 0, 0, 0, 0, pad_in)).contiguous(memory_format=torch.channels_last)
     return conv._conv_forward(x, weight, bias)[:, : conv.out_channels]
 
 
@@ -74,7 +78,11 @@ def _subpixel_convolve(conv: UpsampleConv, phases: torch.Tensor, x: torch.Tensor
     phases = phases.to(conv.weight.dtype)
     weight = torch.einsum("apk,bql,oikl->oabipq", phases, phases, conv.weight).flatten(0, 2)
     y = F.conv2d(x, weight, conv.bias.repeat_interleave(4), padding=1)
-    return F.pixel_shuffle(y, 2).contiguous(memory_format=torch.channels_last)
+    # pixel_shuffle, written for channels-last: CUDA's pixel_shuffle has no channels-last kernel and
+    # would copy to the other layout and back. Here one copy, (n, h, a, w, b, o) -> (n, 2h, 2w, o).
+    n, c4, h, w = y.shape
+    shuffled = y.permute(0, 2, 3, 1).reshape(n, h, w, c4 // 4, 2, 2).permute(0, 1, 4, 2, 5, 3)
+    return shuffled.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
 
 
 def _explicit_upsample(vae: VAE) -> None:
@@ -202,6 +210,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                    help="auto: what the trainer uses on this device")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default %(default)s)")
     args = p.parse_args()
     settings = vars(build_parser().parse_args(["--out", "unused"]))
     if args.flops:
@@ -211,6 +220,10 @@ def main() -> None:
                           else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if args.profile:
+        # Detach the CUDA profiler's hooks when each profile ends, or they slow every later setting
+        # (pytorch/pytorch#144455).
+        os.environ.setdefault("TEARDOWN_CUPTI", "1")
     batches = args.batch_sizes or [settings["batch_size"]]
     compiled = [] if args.compile is None else args.compile or ["default"]
     compile_modes = [(None, "step")] + list(itertools.product(compiled, args.compile_scope))
@@ -219,21 +232,33 @@ def main() -> None:
     runs, tables = [], []
     for batch, (compile_mode, scope), precision, fused, variant in itertools.product(
             batches, compile_modes, precisions, [False, True] if args.fused else [False], args.variants):
-        r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile, scope)
         compiled_as = f"{compile_mode} ({scope})" if compile_mode else "no"
         label = f"batch {batch:5d} compile {compiled_as} {precision} fused {fused} {variant}"
-        print(f"{label}: {r['images_per_second']:>10,.1f} images/s", flush=True)
+        try:
+            r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile,
+                        scope)
+        except Exception as exc:  # noqa: BLE001 - out of memory, a compile error: the other settings still count
+            r = {"batch": batch, "compile": compile_mode or False, "compile_scope": scope if compile_mode else None,
+                 "precision": precision, "fused_adamw": fused, "variant": variant,
+                 "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
+            print(f"{label}: FAILED {r['error']}", flush=True)
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            print(f"{label}: {r['images_per_second']:>10,.1f} images/s", flush=True)
         if "profile" in r:
             tables.append(f"== {label}: {r['images_per_second']:,.1f} images/s\n{r.pop('profile')}")
         runs.append(r)
         # Written after every setting: a device call that runs out of time still brings back those done.
         if tables:
-            (RESULTS / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
         path = save(f"train_speed_{device.type}", {
             "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "config": {k: settings[k] for k in ("image_size", "latent_dim", "base_channels", "max_channels", "res_blocks")},
             "runs": runs,
-        })
+        }, args.out)
     print(f"-> {path}")
 
 

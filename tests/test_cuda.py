@@ -7,12 +7,14 @@ torch = pytest.importorskip("torch")
 pytestmark = [needs_torch, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def test_a_training_step_never_waits_for_the_host():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_training_step_never_waits_for_the_host(compiled):
     """A small VAE is fast on a GPU only if the CPU can queue steps ahead of it: no hidden
-    host-device synchronisation (.item(), copies from pageable memory) inside a step."""
+    host-device synchronisation (.item(), copies from pageable memory) inside a step, eager or
+    as --compile runs it."""
     from model.vae import VAE, VAEConfig
     from training.losses import LossConfig
-    from training.train import build_parser, train_step
+    from training.train import build_parser, forward_loss, train_step
 
     device = torch.device("cuda")
     settings = vars(build_parser().parse_args(["--out", "unused"]))
@@ -20,14 +22,16 @@ def test_a_training_step_never_waits_for_the_host():
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (64, 3, 128, 128), dtype=torch.uint8, device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    for _ in range(2):  # warm-up: lazy initialisation may synchronise once
-        train_step(vae, optimizer, images[:32], device, settings, LossConfig(), 0.5, autocast)
+    torch._dynamo.reset()
+    loss_fn = torch.compile(forward_loss) if compiled else forward_loss
+    for _ in range(2):  # warm-up (and the compile): lazy initialisation may synchronise once
+        train_step(vae, optimizer, images[:32], device, settings, LossConfig(), 0.5, autocast, loss_fn)
     batches = [torch.randperm(64, device=device)[:32] for _ in range(3)]  # as the trainer: made per epoch
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for idx in batches:
-            train_step(vae, optimizer, images[idx], device, settings, LossConfig(), 0.5, autocast)
+            train_step(vae, optimizer, images[idx], device, settings, LossConfig(), 0.5, autocast, loss_fn)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
