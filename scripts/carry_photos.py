@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -33,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--part-mib", type=float, default=28.0, help="largest part, in MiB")
     args = p.parse_args(argv)
     source, out = Path(args.data), Path(args.out)
+    if out.resolve() == source.resolve() or source.resolve().is_relative_to(out.resolve()):
+        raise SystemExit(f"error: --out {out} holds the photos of --data {source}: choose another folder")
     manifest = source / "manifest.csv"
     if not manifest.is_file():
         raise SystemExit(f"error: {manifest}: not found")
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         reader = csv.DictReader(handle)
         rows = [row for row in reader if args.set == "all" or row.get("white_background") == "1"]
         fields = reader.fieldnames
-    shutil.rmtree(out, ignore_errors=True)  # a smaller set must not leave old parts behind
+    # A smaller set must not leave old parts behind; anything else there (a checkpoint to carry) stays.
+    for old in [*out.glob("part-*.zip"), out / "manifest.csv"]:
+        old.unlink(missing_ok=True)
     parts, limit = [[]], args.part_mib * 2**20  # (arcname, path) per part
     part_bytes = [0]
     for row in rows:
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     # The manifest goes, compressed, into the last part (a generous bound on its zipped size).
     if part_bytes[-1] + manifest.stat().st_size // 2 > limit:
         parts.append([])
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()

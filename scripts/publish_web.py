@@ -5,7 +5,8 @@
 
 With --stage, the bucket and the API's URL come from the CloudFormation outputs of
 `sls deploy` (WebBucketName, ServiceEndpoint). Uploads web/, jQuery and a config.js
-that points the page at the API, then prints the website's URL.
+that points the page at the API, deletes what an earlier publish left that the page no
+longer has (the bucket holds the site only), then prints the website's URL.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import sys
 from scripts.website import site_files
 
 SERVICE = "car-vae"
-NO_CACHE = {"index.html", "config.js"}  # must change as soon as a new deploy publishes
+# Revalidated on every load: the page's files are not versioned by name, so a cached app.js could
+# pair with a newer index.html (their ETags keep the revalidation cheap).
+CACHE_CONTROL = "no-cache"
+DEFAULT_REGION = "us-east-1"  # serverless.yml's default
 
 
 def stack_outputs(stage: str, region: str | None) -> dict[str, str]:
@@ -31,16 +35,20 @@ def publish(bucket: str, api_url: str, region: str | None = None) -> list[str]:
     s3 = boto3.client("s3", region_name=region)
     keys = []
     for key, (body, kind) in site_files(api_url).items():
-        cache = "no-cache" if key in NO_CACHE else "public, max-age=300"
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind, CacheControl=cache)
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind, CacheControl=CACHE_CONTROL)
         keys.append(key)
+    # A file the page no longer has would otherwise stay public (and stale) forever.
+    stale = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+             for obj in page.get("Contents", []) if obj["Key"] not in keys]
+    for start in range(0, len(stale), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start:start + 1000]]})
     return keys
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m scripts.publish_web", description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", help="read bucket and API URL from the car-vae-STAGE stack's outputs")
-    p.add_argument("--region")
+    p.add_argument("--region", default=DEFAULT_REGION, help="the stack's region (default %(default)s, as serverless.yml)")
     p.add_argument("--bucket", help="website bucket (instead of --stage)")
     p.add_argument("--api-url", help="API base URL, e.g. https://abc.execute-api.us-east-1.amazonaws.com/dev")
     args = p.parse_args(argv)

@@ -12,7 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 JQUERY = ROOT / "node_modules" / "jquery" / "dist" / "jquery.min.js"
-SKIP_SUFFIXES = {".py", ".pyc", ".md"}
+# What a page is made of. Anything else in web/ (an .env, an editor's backup or swap file, notes)
+# stays private: the website bucket makes every object public.
+SITE_SUFFIXES = {".html", ".js", ".css", ".png", ".svg", ".ico", ".webp", ".jpg", ".woff2"}
 
 
 def config_js(api_url: str) -> bytes:
@@ -27,7 +29,8 @@ def site_files(api_url: str) -> dict[str, tuple[bytes, str]]:
     files = {}
     for path in sorted(WEB.rglob("*")):
         relative = path.relative_to(WEB).as_posix()
-        if path.is_file() and path.suffix not in SKIP_SUFFIXES and relative not in ("config.js",) \
+        hidden = any(part.startswith(".") for part in path.relative_to(WEB).parts)
+        if path.is_file() and path.suffix in SITE_SUFFIXES and not hidden and relative != "config.js" \
                 and not relative.startswith("vendor/"):
             files[relative] = (path.read_bytes(), content_type(path.name))
     files["vendor/jquery.min.js"] = (JQUERY.read_bytes(), "text/javascript; charset=utf-8")

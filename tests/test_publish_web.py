@@ -35,11 +35,13 @@ def run_publish(env, *args):
 def test_publish_with_explicit_bucket(aws_env):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="site-explicit")
+    s3.put_object(Bucket="site-explicit", Key="old-feature.js", Body=b"from an earlier publish")
     proc = run_publish(aws_env, "--bucket", "site-explicit", "--api-url", "https://api.example/dev/")
     assert proc.returncode == 0, proc.stderr
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="site-explicit")["Contents"]}
     assert {"index.html", "config.js", "vendor/jquery.min.js"} <= keys
     assert not any(k.endswith(".py") for k in keys)
+    assert "old-feature.js" not in keys, "what the page no longer has does not stay public"
     config = s3.get_object(Bucket="site-explicit", Key="config.js")
     assert b'"apiBaseUrl": "https://api.example/dev"' in config["Body"].read()
     assert config["CacheControl"] == "no-cache"
@@ -71,3 +73,15 @@ def test_publish_errors_are_clear(aws_env):
     assert proc.returncode != 0 and "NoSuchBucket" in proc.stderr and "Traceback" not in proc.stderr
     missing = run_publish(aws_env, "--stage", "nope")
     assert missing.returncode != 0 and "car-vae-nope" in missing.stderr
+
+
+def test_only_the_pages_own_files_are_published(tmp_path, monkeypatch):
+    from scripts import website
+
+    for name in ("index.html", "app.js", "style.css", ".env", "index.html~", ".app.js.swp", "notes.md",
+                 "tool.py", ".git/config"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    monkeypatch.setattr(website, "WEB", tmp_path)
+    assert set(website.site_files("https://api.example/dev")) == {
+        "index.html", "app.js", "style.css", "vendor/jquery.min.js", "config.js"}
