@@ -73,7 +73,8 @@ speed() {
 
 bring_back() {  # NAME: the best weights without optimizer state, and the reports
   local name=$1 run="$RUNS/$1"
-  "$PY" - "$run" "$OUT/$name.pt" <<'PY'
+  # (Called as `bring_back NAME || ...`, where bash ignores `set -e`: each step checks itself.)
+  "$PY" - "$run" "$OUT/$name.pt" <<'PY' || return 1
 import json, sys, torch
 from pathlib import Path
 from training import checkpoint
@@ -85,7 +86,7 @@ metrics = json.loads((run / "metrics.json").read_text())
 best = {**checkpoint.best_metrics(metrics, state["best"]), "final_validation": metrics["validation"]}
 (run / "metrics.json").write_text(json.dumps(best, indent=2))
 PY
-  cp "$(ls "$run"/samples/*.png | tail -1)" "$run/samples.png"
+  cp "$(ls "$run"/samples/*.png | tail -1)" "$run/samples.png" || return 1
   tar -czf "$OUT/$name.tar.gz" -C "$run" config.json metrics.json loss.png samples.png
 }
 
@@ -102,13 +103,22 @@ train() {
       --sample-every "$SAMPLE_EVERY" --checkpoint-interval 60 $flags > "$RUNS/$name.log" 2>&1 &
     pids+=($!) names+=("$name")
   done <<< "$CONFIGS"
+  # Stopped (Ctrl-C, the device call's limit), stop the runs too: each sits in timeout's own
+  # process group, and a leftover would hold the GPU and write into a folder the next call clears.
+  trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
   local i failed=0
   for i in "${!pids[@]}"; do
     name=${names[$i]}
-    if wait "${pids[$i]}"; then bring_back "$name"; else echo "== $name FAILED"; failed=1; fi
+    # One run failing (or its bring-back) must not cost the others theirs: no `set -e` exit here.
+    if wait "${pids[$i]}"; then
+      bring_back "$name" || { echo "== $name: bringing back its results FAILED"; failed=1; }
+    else
+      echo "== $name FAILED"; failed=1
+    fi
     # The progress bar's carriage returns would bury the validation lines.
-    tr '\r' '\n' < "$RUNS/$name.log" | grep -av "step/s\|^$" | tail -40 | sed "s/^/[$name] /"
+    tr '\r' '\n' < "$RUNS/$name.log" | grep -av "step/s\|^$" | tail -40 | sed "s/^/[$name] /" || true
   done
+  trap - EXIT INT TERM
   ls -la "$OUT"
   return $failed
 }

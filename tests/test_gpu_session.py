@@ -74,3 +74,19 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
         meta = export(run, tmp_path / "model" / name)
         assert meta["metrics"] == metrics["validation"] and meta["image_size"] == 64
         assert meta["latent"]["prior_file"] == "latent_prior.npz"
+
+
+def test_one_run_failing_does_not_cost_the_others_their_results(tmp_path, synthetic_dir):
+    # A run that dies without a word (killed for memory, say), listed first: the one after it still comes back.
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/bash\ncase " $* " in *"/broken "*) exit 1 ;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    tiny = " ".join(TINY_MODEL_FLAGS)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": str(python), "TRAIN_SECONDS": "2",
+           "DATA": str(synthetic_manifest(synthetic_dir)), "COMPILE": "", "CONFIGS": f"broken {tiny}\ngood {tiny}",
+           "CARRY": str(tmp_path / "carry")}
+    done = subprocess.run(["bash", "scripts/gpu_session.sh", "train"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0 and "== broken FAILED" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"session.log", "good.pt", "good.tar.gz"}
