@@ -17,7 +17,9 @@ MANIFEST = ROOT.parent / "shared" / "data" / "manifest.csv"  # the shared photos
 
 
 def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    # "-dirty": measured with uncommitted changes, so the commit alone does not reproduce it.
+    commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT, capture_output=True,
+                            text=True)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit.stdout.strip() or None,

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(MANIFEST))
     args = p.parse_args(argv)
     models = [(run, load_vae(run)[0]) for run in args.runs]
+    sizes = {run.name: vae.cfg.image_size for run, vae in models}
+    if len(set(sizes.values())) > 1:  # the photos are loaded once, at one size
+        raise SystemExit(f"error: the runs have different image sizes {sizes}: evaluate them separately")
     size = models[0][1].cfg.image_size
     results: dict = {run.name: {} for run, _ in models}
     for name, white in SETS.items():

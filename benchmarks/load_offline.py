@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         stack.wait_ready()
         model = stack.get("/health")["model"]
-        for _ in range(2):  # the first requests pay serverless-offline's worker start
-            run_load(stack.api, photos, 4, 1, 120)
+        # serverless-offline starts a Python worker (and loads the model) whenever all of its workers
+        # are busy: warm up with as many concurrent clients as the measurement, or it pays those starts.
+        for _ in range(2):
+            run_load(stack.api, photos, 4 * args.clients, args.clients, 120)
         result = run_load(stack.api, photos, args.requests, args.clients, args.time_limit)
     finally:
         problems = stack.stop()

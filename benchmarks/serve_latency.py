@@ -29,12 +29,19 @@ print(json.dumps({"import_and_load_ms": (t1 - t0) * 1000, "first_request_ms": (t
 """
 
 
+def _run(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """A measuring child process; if it fails, its own error is what the user needs to see."""
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"error: {' '.join(command[1:3])} failed:\n{out.stderr.strip()[-2000:]}")
+    return out
+
+
 def cold_starts(backend: str, count: int) -> dict:
     runs = []
     for _ in range(count):
         env = {**os.environ, "MODEL_BACKEND": backend}
-        out = subprocess.run([sys.executable, "-c", COLD_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-                             check=True)
+        out = _run([sys.executable, "-c", COLD_PROBE], env)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ms = [r["import_and_load_ms"] for r in runs]
     return {"runs": count, "median_ms": round(percentile(ms, 50), 1), "max_ms": round(max(ms), 1)}
@@ -85,8 +92,8 @@ def main() -> None:
         return
     result = {"requests_per_route": args.requests, "backends": {}}
     for backend in ("onnx", "torchscript"):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.serve_latency", "--backend", backend,
-                              "--requests", str(args.requests)], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = _run([sys.executable, "-m", "benchmarks.serve_latency", "--backend", backend,
+                    "--requests", str(args.requests)])
         result["backends"][backend] = {"cold_start": cold_starts(backend, args.cold_starts),
                                        **json.loads(out.stdout.strip().splitlines()[-1])}
     path = save("serve_latency", result)
