@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     precision = resolve_precision(device, s.get("precision"))
     autocast = autocast_for(device, precision)
     fixed_u = torch.randn(8, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
-    (out / "samples").mkdir(exist_ok=True)
+    (out / "samples").mkdir(parents=True, exist_ok=True)  # any rank may get here before rank 0 made out
 
     def save_checkpoint(rngs: list[dict], latent_prior: dict | None = None):
         state = {
