@@ -18,7 +18,7 @@
   const SHRINK_ABOVE = 2 * 1024 * 1024;
   const SHRINK_TO = 1024;
 
-  // notApi: the address answered, but not as this API does (a 404 page, HTML): a wrong ?api= or config.js.
+  // notApi: the address answered, but not as this API would (a 404, a page): a wrong ?api= or config.js.
   class ApiError extends Error {
     constructor(message, status, notApi) {
       super(message);
@@ -64,7 +64,9 @@
         .fail((xhr, status) => {
           const body = parseJson(xhr.responseText);
           const ours = Boolean(body && body.error && body.error.message);
-          reject(new ApiError(failureMessage(xhr, status, body), xhr.status, xhr.status !== 0 && !ours));
+          // 404, or API Gateway's 403 for a path it has no route for: most likely not this API's address.
+          const elsewhere = (xhr.status === 404 || xhr.status === 403) && !ours;
+          reject(new ApiError(failureMessage(xhr, status, body), xhr.status, elsewhere));
         });
     });
   }
