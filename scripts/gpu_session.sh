@@ -67,7 +67,8 @@ speed() {
   fi
   # Straight into $OUT, never the committed results: an old file must not come back as a new one.
   # shellcheck disable=SC2086
-  timeout "$SPEED_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT" --batch-sizes $SPEED_BATCHES --compile \
+  # TEARDOWN_CUPTI: after each --profile table the CUDA profiler detaches, or it slows every later setting.
+  TEARDOWN_CUPTI=1 timeout "$SPEED_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT" --batch-sizes $SPEED_BATCHES --compile \
     --seconds "$SPEED_SECONDS" $SPEED_FLAGS || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT"
 }
 
