@@ -83,14 +83,17 @@ def _upright(im: Image.Image) -> Image.Image:
 def _to_rgb_on_white(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: Pillow's convert("RGB") would clip instead of scaling.
-        grey = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
-        grey = np.clip(grey / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        im = Image.fromarray(grey, "L")
+        raw = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0
+        grey = Image.fromarray(np.clip(raw / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        key = im.info.get("transparency")
+        # A colour key (tRNS) is a 16-bit value: apply it before scaling to 8 bits loses it.
+        im = grey if not isinstance(key, int) else Image.merge(
+            "LA", (grey, Image.fromarray(np.where(raw == key, 0, 255).astype(np.uint8), "L")))
     elif im.mode == "F":
         grey = np.clip(np.nan_to_num(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
         im = Image.fromarray(grey, "L")
-    if im.mode in ("P", "L", "RGB") and "transparency" in im.info:
+    if im.mode in ("1", "P", "L", "RGB") and "transparency" in im.info:
         # A palette index or a colour key (PNG tRNS) marks the transparent pixels: on white too.
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

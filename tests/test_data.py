@@ -90,10 +90,12 @@ def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path, synthe
     assert len(data.images) == 6 and len(data.skipped) == 2
 
 
-def test_a_damaged_zip_member_is_skipped_with_the_warning_naming_it(tmp_path, synthetic_dir):
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                         zipfile.ZIP_LZMA])
+def test_a_damaged_zip_member_is_skipped_with_the_warning_naming_it(tmp_path, synthetic_dir, compression):
     archive = tmp_path / "cars.zip"
     files = sorted(synthetic_dir.iterdir())[:6]
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(archive, "w", compression) as z:
         for f in files:
             z.write(f, f.name)
     # Flip one byte inside the first member's data: its CRC no longer matches.

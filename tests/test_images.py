@@ -63,10 +63,10 @@ def test_transparency_is_composited_onto_white(mode):
     assert (out[32, 32] < 10).all()
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "I;16"])
 def test_a_colour_key_is_transparent_on_white(mode):
     # PNG's tRNS chunk without an alpha channel: every pixel of one colour is transparent.
-    key = (0, 0, 255) if mode == "RGB" else 77
+    key = {"RGB": (0, 0, 255), "L": 77, "1": 1, "I;16": 1000}[mode]
     im = Image.new(mode, (64, 64), key)
     im.paste((0, 0, 0) if mode == "RGB" else 0, (16, 16, 48, 48))
     out = np.asarray(open_image(png_of(im, transparency=key)))
@@ -104,7 +104,7 @@ def test_animated_webp_uses_first_frame():
     assert pixel[0] > 200 and pixel[2] < 50
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])  # (Pillow's JPEG reader tolerates this one itself)
 def test_a_damaged_exif_block_keeps_the_pixels(fmt):
     # "Exif\0\0MM\0*\0": a TIFF header cut short. The orientation is unknowable; the photo is fine.
     out = io.BytesIO()

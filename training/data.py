@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import warnings
+import lzma
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +88,8 @@ def _zip_photos(path: Path) -> list[Photo]:
         def read() -> bytes:
             try:
                 return archive.read(member)
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error,
+                    lzma.LZMAError) as exc:
                 # A damaged, encrypted or oddly compressed member: skipped like any unreadable photo.
                 raise OSError(f"unreadable zip member: {exc}") from exc
         return read
