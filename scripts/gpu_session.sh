@@ -81,7 +81,8 @@ from pathlib import Path
 from training import checkpoint
 run, dest = Path(sys.argv[1]), sys.argv[2]
 state = checkpoint.with_best(checkpoint.load(run / "checkpoint.pt"))
-keep = ("model", "latent_prior", "epoch", "step", "vae_config", "loss_config", "elapsed", "history")
+# final_step: which step metrics.json describes, so export knows its numbers are of these weights' run
+keep = ("model", "latent_prior", "epoch", "step", "final_step", "vae_config", "loss_config", "elapsed", "history")
 torch.save({k: state[k] for k in keep}, dest)
 metrics = json.loads((run / "metrics.json").read_text())
 best = {**checkpoint.best_metrics(metrics, state["best"]), "final_validation": metrics["validation"]}

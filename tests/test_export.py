@@ -91,7 +91,7 @@ def test_a_run_stopped_after_a_resume_is_not_exported_with_its_earlier_numbers(t
     state = checkpoint.load(run / "checkpoint.pt")
     earlier = json.loads((run / "metrics.json").read_text())
     state["epoch"], state["step"] = state["epoch"] + 1, state["step"] + 3
-    del state["latent_prior"]
+    del state["latent_prior"], state["best"]["latent_prior"]  # as an interval checkpoint holds them
     checkpoint.save_atomic(state, run / "checkpoint.pt")
 
     with pytest.raises(ExportError, match="no sampling distribution.*training.prior"):
@@ -104,3 +104,5 @@ def test_a_run_stopped_after_a_resume_is_not_exported_with_its_earlier_numbers(t
     assert meta["training"] == {"epochs": state["epoch"], "steps": state["step"]}
     assert meta["metrics"] == {} and earlier["validation"]["psnr"]  # not the earlier weights' PSNR
     assert meta["latent"]["prior_file"] == "latent_prior.npz"
+    best = export(run, tmp_path / "best", weights="best")  # the refit covered the best weights too
+    assert best["metrics"]["psnr"] == state["best"]["validation"]["psnr"]

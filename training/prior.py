@@ -15,7 +15,8 @@ just the red ones most photos show. The service still draws u ~ N(0, I) and deco
 mean + temperature * L u, so the API is unchanged.
 
 Training fits one at the end of every run and stores it in checkpoint.pt; this command
-refits one, for instance on the catalogue photos of a run trained on every photo.
+refits one, for instance on the catalogue photos of a run trained on every photo, or fits one
+for a run stopped before its end. It fits the best weights' too, when the run kept them.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> to
 def main(argv: list[str] | None = None) -> None:
     from training.data import DatasetError, load_dataset
     from training.export import ExportError, load_vae
+    from model.vae import VAE
     from training.train import parse_filters
 
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n\n")[0])
@@ -112,8 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ExportError, DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
+    fitted_on = {"data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
     prior = fit(vae.encoder, train, torch.device("cpu"), copies=args.copies)
-    state["latent_prior"] = {**prior, "data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
+    state["latent_prior"] = {**prior, **fitted_on}
+    if state.get("best"):  # export --weights best samples through a distribution fitted to those weights
+        best_vae = VAE(vae.cfg)
+        best_vae.load_state_dict(state["best"]["model"])
+        state["best"]["latent_prior"] = {**fit(best_vae.encoder, train, torch.device("cpu"), copies=args.copies),
+                                         **fitted_on}
     checkpoint.save_atomic(state, run / "checkpoint.pt")
     print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} ({prior['codes']} "
           f"codes; total variance {total_variance(prior):.1f}, N(0, I) has {vae.cfg.latent_dim})", file=sys.stderr)
