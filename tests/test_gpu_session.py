@@ -63,8 +63,8 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
         (run / "checkpoint.pt").write_bytes((out / f"{name}.pt").read_bytes())
         state = torch.load(run / "checkpoint.pt", weights_only=True)
         assert "optimizer" not in state and "train_model" not in state  # weights only: a third the size
-        assert state["final_step"] == full["step"]  # so export knows metrics.json describes this run
         full = torch.load(runs / name / "checkpoint.pt", weights_only=True)
+        assert state["final_step"] == full["step"]  # so export knows metrics.json describes this run
         assert all(torch.equal(state["model"][k], full["best"]["model"][k]) for k in state["model"])
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["validation"]["psnr"] == full["best"]["validation"]["psnr"] >= metrics["final_validation"]["psnr"]
