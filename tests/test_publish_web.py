@@ -36,7 +36,13 @@ def test_publish_with_explicit_bucket(aws_env):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="site-explicit")
     s3.put_object(Bucket="site-explicit", Key="old-feature.js", Body=b"from an earlier publish")
+    s3.put_object(Bucket="site-explicit", Key="car-vae/latest.json", Body=b"{}")  # a bucket shared with models
     proc = run_publish(aws_env, "--bucket", "site-explicit", "--api-url", "https://api.example/dev/")
+    assert proc.returncode == 0, proc.stderr
+    kept = {o["Key"] for o in s3.list_objects_v2(Bucket="site-explicit")["Contents"]}
+    assert {"old-feature.js", "car-vae/latest.json"} <= kept, "a bucket named with --bucket keeps what it held"
+    s3.delete_object(Bucket="site-explicit", Key="car-vae/latest.json")
+    proc = run_publish(aws_env, "--bucket", "site-explicit", "--api-url", "https://api.example/dev/", "--delete-stale")
     assert proc.returncode == 0, proc.stderr
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="site-explicit")["Contents"]}
     assert {"index.html", "config.js", "vendor/jquery.min.js"} <= keys
@@ -52,6 +58,7 @@ def test_publish_with_explicit_bucket(aws_env):
 
 def test_publish_reads_the_stack_outputs(aws_env):
     boto3.client("s3").create_bucket(Bucket="site-from-stack")
+    boto3.client("s3").put_object(Bucket="site-from-stack", Key="old-feature.js", Body=b"from an earlier publish")
     template = {
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {
@@ -66,6 +73,8 @@ def test_publish_reads_the_stack_outputs(aws_env):
     assert "open http://site-from-stack.s3-website" in proc.stdout
     body = boto3.client("s3").get_object(Bucket="site-from-stack", Key="config.js")["Body"].read()
     assert b"abc.execute-api.us-east-1.amazonaws.com/test" in body
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="site-from-stack")["Contents"]}
+    assert "old-feature.js" not in keys, "the stack's own website bucket holds the current page only"
 
 
 def test_publish_errors_are_clear(aws_env):

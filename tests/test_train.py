@@ -165,6 +165,11 @@ def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
     main(["--out", str(run), "--resume", "--lr", str(saved["lr"]), "--epochs", str(saved["epochs"] + 1),
           "--sample-every", "5"])
 
+    # A run from before a model flag existed has that flag's default, which may be repeated.
+    older = {k: v for k, v in saved.items() if k != "encoder_width"}
+    (run / "config.json").write_text(json.dumps(older))
+    main(["--out", str(run), "--resume", "--encoder-width", "1", "--epochs", str(saved["epochs"] + 2)])
+
     (run / "config.json").write_text(json.dumps({**saved, "latent_dim": saved["latent_dim"] * 2}))
     with pytest.raises(SystemExit, match="checkpoint.pt holds a model of .*config.json describes"):
         main(["--out", str(run), "--resume", "--epochs", "9"])

@@ -142,13 +142,15 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         parser.error(f"--resume: {config} cannot be read ({exc})")
+    # A model setting a run's config.json predates has the default the model then gets (VAEConfig.from_dict).
+    model_defaults = VAEConfig().to_dict()
     for key in sorted(given - {"out", "resume"}):
-        value = getattr(args, key)
+        value, saved = getattr(args, key), settings.get(key, model_defaults.get(key))
         if key in RESUMABLE:
             settings[key] = value
-        elif value != settings.get(key):
+        elif value != saved:
             parser.error(f"--{key.replace('_', '-')} cannot change when resuming: {config} has "
-                         f"{settings.get(key)!r}. Start a new run instead (--init {out} starts from its weights)")
+                         f"{saved!r}. Start a new run instead (--init {out} starts from its weights)")
     settings["out"] = str(out)  # the run folder may have been moved since
     return settings
 
