@@ -83,13 +83,16 @@ def _upright(im: Image.Image) -> Image.Image:
 def _to_rgb_on_white(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: Pillow's convert("RGB") would clip instead of scaling.
-        raw = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0
-        grey = Image.fromarray(np.clip(raw / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        # float32 and in place: a 40-megapixel 16-bit PNG must fit the Lambda's memory several times over.
+        raw = np.asarray(im).astype(np.float32)
         key = im.info.get("transparency")
-        # A colour key (tRNS) is a 16-bit value: apply it before scaling to 8 bits loses it.
-        im = grey if not isinstance(key, int) else Image.merge(
-            "LA", (grey, Image.fromarray(np.where(raw == key, 0, 255).astype(np.uint8), "L")))
+        # A colour key (tRNS) is a 16-bit value: it must be found before scaling to 8 bits loses it.
+        alpha = Image.fromarray(np.where(raw == key, 0, 255).astype(np.uint8), "L") if isinstance(key, int) else None
+        peak = 65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0
+        raw *= np.float32(255.0 / peak)
+        raw += np.float32(0.5)
+        grey = Image.fromarray(np.clip(raw, 0, 255, out=raw).astype(np.uint8), "L")
+        im = grey if alpha is None else Image.merge("LA", (grey, alpha))
     elif im.mode == "F":
         grey = np.clip(np.nan_to_num(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
         im = Image.fromarray(grey, "L")
