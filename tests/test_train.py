@@ -230,7 +230,7 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
 
     from model.vae import VAE, VAEConfig
     from training.losses import LossConfig
-    from training.train import build_parser, forward_loss
+    from training.train import build_parser, forward_loss, train_step
 
     torch._dynamo.reset()
     counters.clear()
@@ -240,22 +240,33 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
     batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
     loss_cfg, cpu, params = LossConfig(beta=0.1, warmup=0.2), torch.device("cpu"), list(vae.parameters())
     compiled = torch.compile(forward_loss)
-    for progress in (0.0, 0.05, 0.1, 0.5, 0.9):  # across the KL warm-up: beta changes every step
-        results = []
-        for fn in (forward_loss, compiled):
-            torch.manual_seed(1)
-            # (config.patch, not monkeypatch: undoing a setattr on a torch config module deletes the option)
-            with inductor_config.patch(fallback_random=True):  # the same random draws as eager
-                loss, parts = fn(vae, batch, cpu, settings, loss_cfg, progress, nullcontext())
-            results.append((loss, torch.autograd.grad(loss, params), parts))
-        (eager, eager_grads, eager_parts), (got, grads, parts) = results
-        assert torch.allclose(got, eager, rtol=1e-4), (progress, got, eager)
-        # beta is left out of parts: dynamo returns a Python float as the value it was traced with.
-        assert parts.keys() == eager_parts.keys() == {"recon", "kl"}
-        assert all(torch.allclose(parts[k], eager_parts[k], rtol=1e-4) for k in parts)
-        for a, b in zip(grads, eager_grads):
-            assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
-    assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])  # not one per step
+    results = []
+    for fn in (forward_loss, compiled):
+        torch.manual_seed(1)
+        # (config.patch, not monkeypatch: undoing a setattr on a torch config module deletes the option)
+        with inductor_config.patch(fallback_random=True):  # the same random draws as eager
+            recon_term, kl_term, parts = fn(vae, batch, cpu, settings, loss_cfg, nullcontext())
+        loss = recon_term + 0.05 * kl_term
+        results.append(((recon_term, kl_term), torch.autograd.grad(loss, params), parts))
+    (eager, eager_grads, eager_parts), (got, grads, parts) = results
+    assert all(torch.allclose(g, e, rtol=1e-4) for g, e in zip(got, eager)), (got, eager)
+    assert parts.keys() == eager_parts.keys() == {"recon", "kl"}
+    assert all(torch.allclose(parts[k], eager_parts[k], rtol=1e-4) for k in parts)
+    for a, b in zip(grads, eager_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+
+    # Across the KL warm-up beta changes every step: the step applies it (none at the start, more
+    # later), and the compiled graph does not depend on it, so it is compiled once, not per step.
+    frozen = torch.optim.SGD(params, lr=0.0)
+    losses = {}
+    for progress in (0.0, 0.05, 0.1, 0.5, 0.9):
+        torch.manual_seed(2)
+        losses[progress], step_parts = train_step(vae, frozen, batch, cpu, settings, loss_cfg, progress,
+                                                  nullcontext(), compiled)
+        if progress == 0.0:
+            assert torch.allclose(losses[0.0], step_parts["recon"])
+    assert losses[0.0] < losses[0.05] < losses[0.1] < losses[0.5] == losses[0.9]
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
 
 
 def test_the_compiled_forward_pass_reads_no_tensor_from_outside_the_model_and_batch():
@@ -281,7 +292,7 @@ def test_the_compiled_forward_pass_reads_no_tensor_from_outside_the_model_and_ba
         return graph.forward
 
     torch.compile(forward_loss, backend=record)(vae, batch, torch.device("cpu"), settings, LossConfig(beta=0.1),
-                                                0.5, nullcontext())
+                                                nullcontext())
     ours = {id(t) for t in [*vae.parameters(), *vae.buffers(), batch]}
     assert graphs
     foreign = [name for graph in graphs for name, value in graph

@@ -54,15 +54,23 @@ def beta_at(cfg: LossConfig, progress: float) -> float:
 
 def vae_loss(x, recon, mu, logvar, cfg: LossConfig, progress: float = 1.0):
     """Returns (loss, parts) where parts holds floats-to-be: recon, kl (nats per image), beta."""
+    recon_term, kl_term, parts = loss_terms(x, recon, mu, logvar, cfg)
+    beta = beta_at(cfg, progress)
+    return recon_term + beta * kl_term, {**parts, "beta": beta}
+
+
+def loss_terms(x, recon, mu, logvar, cfg: LossConfig):
+    """The loss before the KL weight: (reconstruction term, KL term, parts), the loss being
+    recon_term + beta_at(cfg, progress) * kl_term. Kept apart so that what --compile compiles does
+    not depend on beta, which changes every step of the warm-up."""
     x, recon, mu, logvar = x.float(), recon.float(), mu.float(), logvar.float()
-    batch = x.shape[0]
     pixels = x[0].numel()
     mse = F.mse_loss(recon, x)
     kl_dims = kl_per_dim(mu, logvar)
     kl_image = kl_dims.sum(1).mean()
-    if cfg.kl_norm == "original":
-        loss = mse + kl_dims.sum() / (batch * pixels)
-        return loss, {"recon": mse.detach(), "kl": kl_image.detach(), "beta": 1.0}
+    parts = {"recon": mse.detach(), "kl": kl_image.detach()}
+    if cfg.kl_norm == "original":  # KL summed over the batch / (batch * C * H * W): kl_image / pixels; beta 1
+        return mse, kl_image / pixels, parts
 
     recon_term = mse
     if cfg.l1_weight:
@@ -74,6 +82,4 @@ def vae_loss(x, recon, mu, logvar, cfg: LossConfig, progress: float = 1.0):
         kl_term = kl_dims.mean(0).clamp(min=cfg.free_bits).sum()
     else:
         kl_term = kl_image
-    beta = beta_at(cfg, progress)
-    loss = recon_term + beta * kl_term / pixels
-    return loss, {"recon": mse.detach(), "kl": kl_image.detach(), "beta": beta}
+    return recon_term, kl_term / pixels, parts

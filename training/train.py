@@ -35,7 +35,7 @@ from training import checkpoint, prior, report
 from training.augment import augment
 from training.ema import EMA
 from training.data import DatasetError, load_dataset
-from training.losses import KL_NORMS, LossConfig, beta_at, vae_loss
+from training.losses import KL_NORMS, LossConfig, beta_at, loss_terms
 from training.metrics import mse_per_image, psnr_per_image, ssim
 
 # Flags that may change when a run is resumed; every other setting comes from config.json, and
@@ -244,9 +244,10 @@ def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
     return batch_uint8.to(device, non_blocking=True).float().div_(255.0)
 
 
-def forward_loss(model, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast):
-    """A uint8 batch, augmented on the device, through the model (in bf16 where autocast is on) -> (loss, parts),
-    parts holding the reconstruction error and the KL as tensors. --compile compiles this whole
+def forward_loss(model, batch_uint8, device, s: dict, loss_cfg: LossConfig, autocast):
+    """A uint8 batch, augmented on the device, through the model (in bf16 where autocast is on) ->
+    (reconstruction term, KL term, parts), parts holding the reconstruction error and the KL as
+    tensors; the loss is recon_term + beta * kl_term (train_step). --compile compiles this whole
     function, so the augmentation's and the loss's elementwise work fuses into few kernels as the
     model's does."""
     x = augment(to_float(batch_uint8, device), s["flip"], s["hue_prob"], zoom=s.get("zoom", 0.0),
@@ -254,16 +255,16 @@ def forward_loss(model, batch_uint8, device, s: dict, loss_cfg: LossConfig, prog
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast:
         recon, mu, logvar = model(x)
-    loss, parts = vae_loss(x, recon, mu, logvar, loss_cfg, progress)
-    # Not beta: a Python float comes back from a compiled graph as the value it was traced with
-    # (measured: tests/test_train.py); the caller has it from beta_at.
-    return loss, {"recon": parts["recon"], "kl": parts["kl"]}
+    return loss_terms(x, recon, mu, logvar, loss_cfg)
 
 
 def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossConfig, progress: float, autocast,
                loss_fn=forward_loss):
     """One optimisation step on a uint8 batch: loss_fn (forward_loss, or it compiled), backward, update."""
-    loss, parts = loss_fn(model, batch_uint8, device, s, loss_cfg, progress, autocast)
+    recon_term, kl_term, parts = loss_fn(model, batch_uint8, device, s, loss_cfg, autocast)
+    # The KL weight is applied here, outside what --compile compiles: a Python float that changes
+    # every step of the warm-up would cost a second compile (dynamo first specialises on its value).
+    loss = recon_term + beta_at(loss_cfg, progress) * kl_term
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
