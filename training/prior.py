@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from model.vae import VAE
 from training import checkpoint
 from training.augment import augment
 
@@ -76,6 +77,20 @@ def fit(encoder, images: torch.Tensor, device, copies: int = 4, max_images: int 
     return fit_gaussian(encode_means(encoder, images, device, copies, generator=generator))
 
 
+def fit_final_and_best(vae: VAE, best: dict | None, step: int, fit_encoder) -> dict:
+    """The sampling distribution of vae's weights (returned), and of the best weights a run kept
+    (stored in best["latent_prior"]; the same one when they are the weights at `step`): what export
+    ships with --weights final and --weights best. fit_encoder: encoder -> distribution."""
+    final = fit_encoder(vae.encoder)
+    if best and best["step"] == step:
+        best["latent_prior"] = final
+    elif best:
+        best_vae = VAE(vae.cfg).to(next(vae.parameters()).device)
+        best_vae.load_state_dict(best["model"])
+        best["latent_prior"] = fit_encoder(best_vae.encoder)
+    return final
+
+
 def total_variance(prior: dict) -> float:
     """Trace of the fitted covariance L L^T: N(0, I) has latent_dim."""
     return float(prior["scale_tril"].pow(2).sum())
@@ -92,7 +107,6 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> to
 def main(argv: list[str] | None = None) -> None:
     from training.data import DatasetError, load_dataset
     from training.export import ExportError, load_vae
-    from model.vae import VAE
     from training.train import parse_filters
 
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n\n")[0])
@@ -115,13 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     fitted_on = {"data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
-    prior = fit(vae.encoder, train, torch.device("cpu"), copies=args.copies)
-    state["latent_prior"] = {**prior, **fitted_on}
-    if state.get("best"):  # export --weights best samples through a distribution fitted to those weights
-        best_vae = VAE(vae.cfg)
-        best_vae.load_state_dict(state["best"]["model"])
-        state["best"]["latent_prior"] = {**fit(best_vae.encoder, train, torch.device("cpu"), copies=args.copies),
-                                         **fitted_on}
+    prior = fit_final_and_best(vae, state.get("best"), state["step"], lambda encoder: {
+        **fit(encoder, train, torch.device("cpu"), copies=args.copies), **fitted_on})
+    state["latent_prior"] = prior
     checkpoint.save_atomic(state, run / "checkpoint.pt")
     print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} ({prior['codes']} "
           f"codes; total variance {total_variance(prior):.1f}, N(0, I) has {vae.cfg.latent_dim})", file=sys.stderr)

@@ -503,13 +503,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             return {**prior.fit(encoder, train, device, seed=s["seed"]), "data": str(s["data"]),
                     "filter": list(s["filter"])}
 
-        latent_prior = fit_prior(served.encoder)
-        if best["step"] == step:
-            best["latent_prior"] = latent_prior
-        else:  # export --weights best samples through a distribution fitted to those weights' codes
-            best_vae = VAE(cfg).to(device)
-            best_vae.load_state_dict(best["model"])
-            best["latent_prior"] = fit_prior(best_vae.encoder)
+        latent_prior = prior.fit_final_and_best(served, best, step, fit_prior)
         save_checkpoint(final_rngs, latent_prior)
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
