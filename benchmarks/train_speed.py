@@ -73,7 +73,7 @@ _PHASES = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
                         [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
 
 
-def _subpixel_convolve(conv: UpsampleConv, phases: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _subpixel_convolve(conv: UpsampleConv, x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     # (out, in, 3, 3) -> (out * 4, in, 3, 3), output channel o * 4 + a * 2 + b as pixel_shuffle reads it
     phases = phases.to(conv.weight.dtype)
     weight = torch.einsum("apk,bql,oikl->oabipq", phases, phases, conv.weight).flatten(0, 2)
@@ -85,28 +85,34 @@ def _subpixel_convolve(conv: UpsampleConv, phases: torch.Tensor, x: torch.Tensor
     return shuffled.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
 
 
-def _explicit_upsample(vae: VAE) -> None:
-    for conv in vae.modules():
-        if isinstance(conv, UpsampleConv):
-            conv.forward = partial(_upsample_then_convolve, conv)
+def _computed_as(vae: VAE, wanted, forward) -> None:
+    """Every module of vae that wanted(module) accepts computes forward(module, x) instead."""
+    for module in vae.modules():
+        if wanted(module):
+            module.forward = partial(forward, module)
 
 
-def _padded_ends(vae: VAE) -> None:
-    for conv in vae.modules():
-        if type(conv) is nn.Conv2d and (conv.in_channels % TENSOR_CORE_CHANNELS
-                                        or conv.out_channels % TENSOR_CORE_CHANNELS):
-            conv.forward = partial(_padded, conv)
+def _is_upsample(module) -> bool:
+    return isinstance(module, UpsampleConv)
+
+
+def _has_odd_channels(module) -> bool:
+    return type(module) is nn.Conv2d and bool(module.in_channels % TENSOR_CORE_CHANNELS
+                                             or module.out_channels % TENSOR_CORE_CHANNELS)
 
 
 def _subpixel(vae: VAE) -> None:
-    for conv in vae.modules():
-        if isinstance(conv, UpsampleConv):
-            # Moved to the device once, here: a host copy in every forward would sync each GPU step.
-            conv.forward = partial(_subpixel_convolve, conv, _PHASES.to(conv.weight.device))
+    # Moved to the device once, here: a host copy in every forward would sync each GPU step.
+    phases = _PHASES.to(next(vae.parameters()).device)
+    _computed_as(vae, _is_upsample, partial(_subpixel_convolve, phases=phases))
 
 
-VARIANTS = {"model": lambda vae: None, "explicit-upsample": _explicit_upsample, "padded-ends": _padded_ends,
-            "subpixel": _subpixel}
+VARIANTS = {
+    "model": lambda vae: None,
+    "explicit-upsample": lambda vae: _computed_as(vae, _is_upsample, _upsample_then_convolve),
+    "padded-ends": lambda vae: _computed_as(vae, _has_odd_channels, _padded),
+    "subpixel": _subpixel,
+}
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
@@ -157,10 +163,8 @@ def measure(settings: dict, batch: int, device: torch.device, compile_mode: str 
     run(steps)
     sync()
     elapsed = time.perf_counter() - start
-    result = {"batch": batch, "compile": compile_mode or False, "precision": precision, "fused_adamw": fused,
-              "compile_scope": compile_scope if compile_mode else None,
-              "variant": variant, "steps": steps, "seconds": round(elapsed, 2),
-              "images_per_second": round(steps * batch / elapsed, 1), "warmup_seconds": round(warmup_s, 1)}
+    result = {"steps": steps, "seconds": round(elapsed, 2), "images_per_second": round(steps * batch / elapsed, 1),
+              "warmup_seconds": round(warmup_s, 1)}
     if device.type == "cuda":
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if profile:
@@ -234,13 +238,13 @@ def main() -> None:
             batches, compile_modes, precisions, [False, True] if args.fused else [False], args.variants):
         compiled_as = f"{compile_mode} ({scope})" if compile_mode else "no"
         label = f"batch {batch:5d} compile {compiled_as} {precision} fused {fused} {variant}"
+        r = {"batch": batch, "compile": compile_mode or False, "compile_scope": scope if compile_mode else None,
+             "precision": precision, "fused_adamw": fused, "variant": variant}
         try:
-            r = measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant, args.profile,
-                        scope)
+            r.update(measure(settings, batch, device, compile_mode, args.seconds, precision, fused, variant,
+                             args.profile, scope))
         except Exception as exc:  # noqa: BLE001 - out of memory, a compile error: the other settings still count
-            r = {"batch": batch, "compile": compile_mode or False, "compile_scope": scope if compile_mode else None,
-                 "precision": precision, "fused_adamw": fused, "variant": variant,
-                 "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
+            r["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             print(f"{label}: FAILED {r['error']}", flush=True)
             torch._dynamo.reset()
             if device.type == "cuda":
