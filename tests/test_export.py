@@ -67,13 +67,48 @@ def test_export_replaces_an_existing_directory_and_errors_name_the_run(tmp_path,
     from training.export import ExportError, export
 
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    export(tiny_run, out)
+    (out / "stale.txt").write_text("left by the earlier export")
     export(tiny_run, out)
     assert not (out / "stale.txt").exists() and (out / "model.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folders left behind"
     with pytest.raises(ExportError, match="nowhere"):
         export(tmp_path / "nowhere", tmp_path / "m2")
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(tmp_path, tiny_run):
+    # Export swaps its folder in whole: pointed at the run itself, or at a folder of other files,
+    # it used to delete them.
+    from training.export import ExportError, export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ExportError, match="holds the run"):
+        export(run, run)
+    with pytest.raises(ExportError, match="holds the run"):
+        export(run, tmp_path)  # the run's parent
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ExportError, match="no model.json"):
+        export(run, tmp_path / "notes")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ExportError, match="is a file"):
+        export(run, tmp_path / "file")
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert set(before) <= set(after) and (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    assert export(run, tmp_path / "empty")["image_size"] == 64  # an empty folder is fine
+
+
+def test_export_names_a_damaged_metrics_file(tmp_path, tiny_run):
+    from training.export import ExportError, export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").write_text((run / "metrics.json").read_text()[:100])
+    with pytest.raises(ExportError, match="metrics.json cannot be read"):
+        export(run, tmp_path / "model")
 
 
 def test_a_run_stopped_after_a_resume_is_not_exported_with_its_earlier_numbers(tmp_path, tiny_run):

@@ -98,6 +98,19 @@ def check_parity(vae: VAE, folder: Path, tolerance: float = PARITY_TOLERANCE) ->
     return errors
 
 
+def check_destination(run: Path, out: Path) -> None:
+    """Export replaces --out whole: refuse anything but a new folder, an empty one, or an earlier
+    export (it has model.json). A run folder or a folder of other files would be deleted."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a model directory")
+    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
+        raise ExportError(f"--out {out} holds the run {run} itself; export to a folder of its own, "
+                          f"e.g. --out {run / 'model'}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").exists():
+        raise ExportError(f"--out {out} holds files but no model.json: export replaces its folder whole, "
+                          "so give a new or empty folder (or an earlier export to replace)")
+
+
 def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
     run, out = Path(run), Path(out)
     vae, state = load_vae(run, weights)
@@ -106,6 +119,7 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
         raise ExportError(f"{run / 'checkpoint.pt'} has no sampling distribution fitted to its weights: the run "
                           f"stopped before its end (epoch {state['epoch']}). Finish it (python -m training.train "
                           f"--out {run} --resume) or fit one (python -m training.prior {run})")
+    check_destination(run, out)
     size, latent = vae.cfg.image_size, vae.cfg.latent_dim
     example_x = torch.rand(2, 3, size, size)
     example_z = torch.randn(2, latent)
@@ -126,7 +140,11 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
                                                                   "filter": fitted.get("filter", [])}}
 
         metrics_file = run / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        try:
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{metrics_file} cannot be read ({exc}): move it aside to export without "
+                              "the run's metrics") from None
         if metrics.get("training", {}).get("steps") != state.get("final_step", state["step"]):
             # Written at the end of an earlier stretch of a run that was resumed and stopped again:
             # its numbers belong to other weights, and are not shipped as these ones'.
@@ -173,7 +191,8 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.export", description="Export a run for the service.")
     p.add_argument("run", help="training run folder (holds checkpoint.pt)")
-    p.add_argument("--out", required=True, help="model directory to write (replaced if it exists)")
+    p.add_argument("--out", required=True,
+                   help="model directory to write: a new or empty folder, or an earlier export (replaced whole)")
     p.add_argument("--weights", choices=WEIGHTS, default="final",
                    help="the last weights, or those kept at the best validation PSNR")
     args = p.parse_args(argv)
