@@ -61,6 +61,11 @@ def test_val_filter_needs_a_manifest_column(tmp_path):
         find_photos(manifest, val_filters={"white_background": "1"})
     with pytest.raises(DatasetError, match="needs a manifest"):
         find_photos(tmp_path, val_filters={"white_background": "1"})
+    # Without a split column the validation photos are picked later, by name: a val filter would
+    # silently apply to none of them.
+    (tmp_path / "nosplit.csv").write_text("file,white_background\na.jpg,1\nb.jpg,0\n")
+    with pytest.raises(DatasetError, match="nosplit.csv: --val-filter needs a 'split' column"):
+        find_photos(tmp_path / "nosplit.csv", val_filters={"white_background": "1"})
 
 
 def test_manifest_errors_name_the_file(tmp_path):

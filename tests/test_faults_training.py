@@ -50,6 +50,36 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_
     assert json.loads((run / "metrics.json").read_text())["training"]["epochs"] == killed_at + 2
 
 
+def test_ctrl_c_stops_the_run_cleanly_and_saves_it(tmp_path, synthetic_dir):
+    # No interval checkpoint will come: what --resume finds is what Ctrl-C saved.
+    from training import checkpoint
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", "--data", str(synthetic_dir), "--out", str(run),
+                             *TINY_MODEL_FLAGS, "--epochs", "500", "--checkpoint-interval", "3600"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "samples" / "epoch_0002.png").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "stopping after this step" in err
+    state = checkpoint.load(run / "checkpoint.pt")
+    stopped_at = state["epoch"]
+    assert stopped_at >= 2 and state["latent_prior"] and f"stopped at epoch {stopped_at} of 500" in out
+    assert json.loads((run / "metrics.json").read_text())["training"]["epochs"] == stopped_at
+
+    done = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume",
+                           "--epochs", str(stopped_at + 1)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == stopped_at + 1
+
+
 KILL_MID_WRITE = textwrap.dedent("""
     import os, signal, sys
     import torch

@@ -157,10 +157,9 @@ def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     saved = json.loads((run / "config.json").read_text())
-    for flag, value in [("--lr", "0.5"), ("--image-size", "128"), ("--data", str(tmp_path))]:
-        with pytest.raises(SystemExit):
+    for flag, value in [("--lr", "0.5"), ("--image-size", "128"), ("--filter", "a=b")]:
+        with pytest.raises(SystemExit, match=f"{flag} cannot change when resuming"):
             main(["--out", str(run), "--resume", flag, value])
-        assert f"{flag} cannot change when resuming" in capsys.readouterr().err
     # Repeating the run's own settings, or changing one that may change, is fine.
     main(["--out", str(run), "--resume", "--lr", str(saved["lr"]), "--epochs", str(saved["epochs"] + 1),
           "--sample-every", "5"])
@@ -174,9 +173,95 @@ def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
     with pytest.raises(SystemExit, match="checkpoint.pt holds a model of .*config.json describes"):
         main(["--out", str(run), "--resume", "--epochs", "9"])
     (run / "config.json").write_text('{"image_size": 64, ')
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="config.json cannot be read"):
         main(["--out", str(run), "--resume", "--epochs", "9"])
-    assert "config.json cannot be read" in capsys.readouterr().err
+
+
+def test_resume_follows_moved_photos_but_refuses_other_photos(tmp_path, tiny_run, synthetic_dir):
+    from training import checkpoint
+    from training.train import main
+
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(synthetic_dir, moved)  # the photos, somewhere else now
+    epochs = json.loads((run / "config.json").read_text())["epochs"]
+    main(["--out", str(run), "--resume", "--data", str(moved), "--epochs", str(epochs + 1)])
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # the next resume finds them
+    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == epochs + 1
+
+    first = sorted(moved.iterdir())[0]
+    shutil.copy(first, moved / f"extra{first.suffix}")
+    with pytest.raises(SystemExit, match="photos at .*moved .*are not the ones .*--init"):
+        main(["--out", str(run), "--resume", "--epochs", str(epochs + 2)])
+
+
+def test_extending_a_run_continues_its_schedule_from_where_it_was():
+    from training.train import Schedule
+
+    plain = Schedule(total_steps=100, max_time=None)
+    assert plain.progress(10, 99.0) == 0.1 and plain.extended_to(100, None, 10, 5.0) is plain
+    timed = Schedule(total_steps=1000, max_time=50.0)
+    assert timed.progress(10, 25.0) == 0.5 and timed.progress(600, 25.0) == 0.6
+    # Stopped at step 10 of 100, resumed for 1000: no jump back into the warm-ups.
+    longer = plain.extended_to(1000, None, 10, 5.0)
+    assert longer.progress(10, 5.0) == pytest.approx(0.1)
+    assert longer.progress(505, 0.0) == pytest.approx(0.55) and longer.progress(1000, 0.0) == 1.0
+    # A finished 480 s run given 960 s: it carries on at the end of its schedule.
+    finished = Schedule(total_steps=10**6, max_time=480.0)
+    assert finished.extended_to(10**6, 960.0, 5000, 480.0).progress(6000, 700.0) == 1.0
+    # The schedule a checkpoint keeps is the one a later resume continues.
+    assert Schedule(**longer.to_dict()).progress(505, 0.0) == pytest.approx(0.55)
+
+
+def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_best_weights(tmp_path, synthetic_dir):
+    import math
+
+    import torch
+
+    from model.vae import VAE, VAEConfig
+    from training import prior
+    from training.train import keep_best, main
+
+    with pytest.raises(SystemExit, match="training diverged.*after epoch 1 .*no checkpoint was written.*--lr"):
+        main(["--data", str(synthetic_dir), "--out", str(tmp_path / "r"), *TINY_MODEL_FLAGS, "--epochs", "3",
+              "--lr", "1e30", "--precision", "fp32", "--ema", "0"])
+    vae = VAE(VAEConfig(image_size=64, latent_dim=8, base_channels=4, max_channels=8, res_blocks=0))
+    best = keep_best(None, vae, {"psnr": 21.0}, 1, 10)
+    assert keep_best(best, vae, {"psnr": math.nan}, 2, 20) is best
+    with pytest.raises(ValueError, match="not finite"):  # it used to grow its ridge forever
+        prior.fit_gaussian(torch.full((10, 4), math.nan))
+
+
+def test_out_of_range_numbers_are_refused_by_name(capsys):
+    from training.train import build_parser
+
+    for flag, value, says in [("--lr", "-1", "must be >= 0"), ("--val-fraction", "1.5", "must be > 0 and < 1"),
+                              ("--beta", "nan", "must be >= 0"), ("--zoom", "1", "< 1"),
+                              ("--kl-warmup", "2", "<= 1"), ("--ema", "1", "< 1")]:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--out", "x", flag, value])
+        assert f"{flag}: must" in (err := capsys.readouterr().err) and says in err, err
+
+
+def test_unreadable_photos_are_named_and_a_failed_start_leaves_no_folder(tmp_path, capsys):
+    from training.train import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (photos / "notes.txt").write_text("not a photo")
+    with pytest.raises(SystemExit, match="photos: its one image could not be read"):
+        main(["--data", str(photos), "--out", str(tmp_path / "run"), *TINY_MODEL_FLAGS])
+    assert "broken.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+    stopped = tmp_path / "stopped"  # killed before its first checkpoint
+    stopped.mkdir()
+    (stopped / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="stopped before its first checkpoint: delete"):
+        main(["--data", str(photos), "--out", str(stopped)])
+    with pytest.raises(SystemExit, match="has no checkpoint.pt"):
+        main(["--out", str(stopped), "--resume"])
 
 
 def test_bad_settings_are_refused_before_any_work(tmp_path, synthetic_dir):

@@ -38,6 +38,14 @@ def save_atomic(state: dict, path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """A small file (config.json, metrics.json) that is never seen half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _fsync_dir(folder: Path) -> None:
     # Make the rename itself durable (a power cut could otherwise undo it).
     fd = os.open(folder, os.O_RDONLY)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import warnings
 import lzma
+import sys
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,6 +44,14 @@ class Dataset:
     names: list[str]
     is_val: np.ndarray  # bool (N,)
     skipped: list[str]
+    digests: list[str] | None = None  # of each kept photo's file bytes
+
+    @property
+    def fingerprint(self) -> str:
+        """Which photos, in which order and split: the same for a folder moved or copied to
+        another machine, different as soon as a photo or the split changes."""
+        lines = (f"{d} {'val' if v else 'train'}" for d, v in zip(self.digests or [], self.is_val))
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
     @property
     def train(self) -> np.ndarray:
@@ -108,6 +118,9 @@ def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str,
         raise DatasetError(f"{path}: the manifest cannot be read ({exc})") from None
     if not rows or "file" not in rows[0]:
         raise DatasetError(f"{path}: a manifest needs a header row with a 'file' column")
+    if val_filters and "split" not in rows[0]:
+        # Its validation photos are chosen later, by name: a val filter would silently apply to none.
+        raise DatasetError(f"{path}: --val-filter needs a 'split' column in the manifest")
     for column in {**filters, **val_filters}:
         if column not in rows[0]:
             raise DatasetError(f"{path}: --filter names column '{column}', which the manifest lacks")
@@ -146,7 +159,8 @@ def load_dataset(
 
     def decode(photo: Photo):
         try:
-            return load_square(photo.read(), image_size)
+            raw = photo.read()
+            return load_square(raw, image_size), hashlib.sha1(raw).hexdigest()
         except (ImageError, OSError) as exc:
             return f"{photo.name} ({exc})"
 
@@ -159,9 +173,10 @@ def load_dataset(
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped), stacklevel=2)
     if not kept:
-        raise DatasetError(f"{path}: none of the {len(photos)} images could be read")
+        what = "its one image could not" if len(photos) == 1 else f"none of its {len(photos)} images could"
+        raise DatasetError(f"{path}: {what} be read")
 
-    images = np.stack([a for _, a in kept])
+    images = np.stack([a for _, (a, _) in kept])
     is_val = np.array([(p.split or hash_split(p.name, val_fraction)) == "val" for p, _ in kept])
     if any(p.split for p, _ in kept):
         # A manifest's split is the user's: never move its photos across it.
@@ -173,4 +188,17 @@ def load_dataset(
         # Too few images for the hashed split to land on both sides: hold out the last one.
         is_val = np.zeros(len(kept), dtype=bool)
         is_val[-1] = True
-    return Dataset(images, [p.name for p, _ in kept], is_val, skipped)
+    return Dataset(images, [p.name for p, _ in kept], is_val, skipped, [d for _, (_, d) in kept])
+
+
+@contextmanager
+def warnings_printed(enabled: bool = True):
+    """For a command line: the warnings raised inside (load_dataset's skipped photos) as one
+    'warning: ...' line each on stderr, printed even when the block fails (they may say why)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught if enabled else ():
+                print(f"warning: {w.message}", file=sys.stderr)

@@ -56,16 +56,19 @@ def fit_gaussian(codes: torch.Tensor) -> dict:
     A little ridge keeps the covariance positive definite when there are fewer codes than
     dimensions or a dimension the encoder never uses; it is grown until Cholesky succeeds."""
     codes = codes.double()
+    if not torch.isfinite(codes).all():
+        raise ValueError("the encoder's codes are not finite (NaN or inf): its weights have diverged")
     mean = codes.mean(0)
     dim = codes.shape[1]
     cov = torch.cov(codes.T).reshape(dim, dim) if len(codes) > 1 else torch.zeros(dim, dim, dtype=codes.dtype)
     ridge = 1e-5 * max(float(cov.diagonal().mean()), 1e-6)
     eye = torch.eye(dim, dtype=codes.dtype)
-    while True:
+    for _ in range(12):  # finite codes need a few at most; never loop forever
         scale, info = torch.linalg.cholesky_ex(cov + ridge * eye)
         if int(info) == 0:
             return {"mean": mean.float(), "scale_tril": scale.float(), "codes": len(codes)}
         ridge *= 10
+    raise ValueError(f"no Gaussian could be fitted to the {len(codes)} codes (covariance not positive definite)")
 
 
 def fit(encoder, images: torch.Tensor, device, copies: int = 4, max_images: int | None = None, seed: int = 0) -> dict:
@@ -105,16 +108,16 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> to
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.data import DatasetError, load_dataset
+    from training.data import DatasetError, load_dataset, warnings_printed
     from training.export import ExportError, load_vae
-    from training.train import parse_filters
+    from training.train import parse_filters, positive_int
 
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training run folder (holds checkpoint.pt and config.json)")
     p.add_argument("--data", help="photos to fit on (default: the run's own --data)")
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
                    help="keep manifest rows where COLUMN equals VALUE (default: the run's own filters)")
-    p.add_argument("--copies", type=int, default=4, help="passes over the photos: as they are, then augmented")
+    p.add_argument("--copies", type=positive_int, default=4, help="passes over the photos: as they are, then augmented")
     args = p.parse_args(argv)
     run = Path(args.run)
     try:
@@ -124,13 +127,17 @@ def main(argv: list[str] | None = None) -> None:
         if not data_path:
             raise SystemExit(f"error: {run}/config.json names no data: pass --data")
         filters = parse_filters(args.filter if args.filter is not None else config.get("filter", []))
-        data = load_dataset(data_path, vae.cfg.image_size, filters, config.get("val_fraction", 0.1))
+        with warnings_printed():
+            data = load_dataset(data_path, vae.cfg.image_size, filters, config.get("val_fraction", 0.1))
     except (ExportError, DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     fitted_on = {"data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
-    prior = fit_final_and_best(vae, state.get("best"), state["step"], lambda encoder: {
-        **fit(encoder, train, torch.device("cpu"), copies=args.copies), **fitted_on})
+    try:
+        prior = fit_final_and_best(vae, state.get("best"), state["step"], lambda encoder: {
+            **fit(encoder, train, torch.device("cpu"), copies=args.copies), **fitted_on})
+    except ValueError as exc:
+        raise SystemExit(f"error: {run}: {exc}") from None
     state["latent_prior"] = prior
     checkpoint.save_atomic(state, run / "checkpoint.pt")
     print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} ({prior['codes']} "

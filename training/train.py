@@ -18,10 +18,11 @@ import copy
 import json
 import math
 import os
+import signal
 import sys
 import time
-import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from model.vae import VAE, VAEConfig
 from training import checkpoint, prior, report
 from training.augment import augment
 from training.ema import EMA
-from training.data import DatasetError, load_dataset
+from training.data import DatasetError, load_dataset, warnings_printed
 from training.losses import KL_NORMS, LossConfig, beta_at, loss_terms
 from training.metrics import mse_per_image, psnr_per_image, ssim
 
@@ -58,6 +59,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def number_in(low: float | None = None, high: float | None = None, *, above: bool = False, below: bool = False):
+    """An argparse type for a finite float in [low, high]; `above`/`below` exclude the bound."""
+    def parse(text: str) -> float:
+        value = float(text)
+        ok = math.isfinite(value)
+        if low is not None:
+            ok = ok and (value > low if above else value >= low)
+        if high is not None:
+            ok = ok and (value < high if below else value <= high)
+        if not ok:
+            lo = "" if low is None else f"{'>' if above else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if below else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(b for b in (lo, hi) if b)}, not {text}")
+        return value
+    parse.__name__ = "number"  # argparse names the type in its messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="folder, .zip or manifest .csv of JPEG/PNG/WebP photos")
@@ -69,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep manifest rows where COLUMN equals VALUE (repeatable)")
     p.add_argument("--val-filter", action="append", default=[], metavar="COLUMN=VALUE",
                    help="of the manifest's val rows, keep only those where COLUMN equals VALUE (repeatable)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held out when the data has no split column")
+    p.add_argument("--val-fraction", type=number_in(0, 1, above=True, below=True), default=0.1,
+                   help="held out when the data has no split column")
     model = p.add_argument_group("model")
     model.add_argument("--image-size", type=int, default=128, choices=(64, 128, 256))
     model.add_argument("--latent-dim", type=positive_int, default=256)
@@ -81,27 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     loss = p.add_argument_group("loss")
     # 0.1: measured (benchmarks/loss_variants.py, README): 0.6 dB more than 0.5, and sampled through
     # the fitted Gaussian (training/prior.py) its samples are cars; from N(0, I) they would be noise.
-    loss.add_argument("--beta", type=float, default=0.1, help="KL weight against per-image squared error")
+    loss.add_argument("--beta", type=number_in(0), default=0.1, help="KL weight against per-image squared error")
     loss.add_argument("--kl-norm", choices=KL_NORMS, default="image",
                       help="'original': KL/(batch*C*H*W) + mean MSE, as the original project did")
-    loss.add_argument("--l1-weight", type=float, default=0.0)
-    loss.add_argument("--ssim-weight", type=float, default=0.0)
-    loss.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
-    loss.add_argument("--kl-warmup", type=float, default=0.2, help="fraction of training over which beta ramps up")
+    loss.add_argument("--l1-weight", type=number_in(0), default=0.0)
+    loss.add_argument("--ssim-weight", type=number_in(0), default=0.0)
+    loss.add_argument("--free-bits", type=number_in(0), default=0.0, help="nats per latent dimension")
+    loss.add_argument("--kl-warmup", type=number_in(0, 1), default=0.2,
+                      help="fraction of training over which beta ramps up")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None, help="default 100")
-    opt.add_argument("--max-time", type=float, default=None, help="stop after this many seconds of training")
+    opt.add_argument("--max-time", type=number_in(0, above=True), default=None,
+                     help="stop after this many seconds of training")
     opt.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split across DDP ranks")
-    opt.add_argument("--lr", type=float, default=1e-3)
-    opt.add_argument("--ema", type=float, default=0.999,
+    opt.add_argument("--lr", type=number_in(0), default=1e-3)
+    opt.add_argument("--ema", type=number_in(0, 1, below=True), default=0.999,
                      help="decay of the weights' moving average, the model that is evaluated and exported; 0: off")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--no-flip", dest="flip", action="store_false")
-    opt.add_argument("--hue-prob", type=float, default=0.8, help="probability of a random hue rotation")
+    opt.add_argument("--hue-prob", type=number_in(0, 1), default=0.8, help="probability of a random hue rotation")
     # 0.1 / 0.05: measured against overfitting (README, "A random zoom and shift against overfitting").
-    opt.add_argument("--zoom", type=float, default=0.1, help="random scale in [1 - ZOOM, 1 + ZOOM] (white fill); 0: off")
-    opt.add_argument("--shift", type=float, default=0.05, help="random shift of up to SHIFT of the image size; 0: off")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+    opt.add_argument("--zoom", type=number_in(0, 1, below=True), default=0.1,
+                     help="random scale in [1 - ZOOM, 1 + ZOOM] (white fill); 0: off")
+    opt.add_argument("--shift", type=number_in(0, 0.5), default=0.05,
+                     help="random shift of up to SHIFT of the image size; 0: off")
+    opt.add_argument("--weight-decay", type=number_in(0), default=0.0, help="AdamW's decoupled weight decay")
     opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     opt.add_argument("--compile", action="store_true",
                      help="torch.compile the step's forward pass: augmentation, model and loss (GPU)")
@@ -110,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere")
     out = p.add_argument_group("reporting")
     out.add_argument("--sample-every", type=positive_int, default=10, help="epochs between validation + sample grids")
-    out.add_argument("--checkpoint-interval", type=float, default=60.0,
+    out.add_argument("--checkpoint-interval", type=number_in(0), default=60.0,
                      help="seconds between checkpoints (written at epoch ends, and always at the end)")
     return p
 
@@ -129,28 +153,37 @@ def resolve_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, 
         if not args.data:
             parser.error("--data is required (unless --resume)")
         if (out / "checkpoint.pt").exists():
-            parser.error(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+            raise SystemExit(f"error: {out} already holds a run: pass --resume to continue it, "
+                             "or choose another --out")
+        if (out / "config.json").exists():  # its samples would end up in this run's progress.gif
+            raise SystemExit(f"error: {out} holds a run that stopped before its first checkpoint: delete the "
+                             "folder, or choose another --out")
         settings = {k: v for k, v in vars(args).items() if k != "resume"}
         settings["epochs"] = 100 if settings["epochs"] is None else settings["epochs"]
         return settings
     config = out / "config.json"
     if not config.exists():
-        parser.error(f"--resume: {config} not found")
+        raise SystemExit(f"error: --resume: {config} not found (no run there)")
+    if not (out / "checkpoint.pt").exists():  # said now, not after minutes of decoding photos
+        raise SystemExit(f"error: --resume: {out} has no checkpoint.pt: the run stopped before its first one. "
+                         "Delete the folder and start again without --resume")
     try:
         settings = json.loads(config.read_text())
         if not isinstance(settings, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
-        parser.error(f"--resume: {config} cannot be read ({exc})")
+        raise SystemExit(f"error: --resume: {config} cannot be read ({exc})") from None
     # A model setting a run's config.json predates has the default the model then gets (VAEConfig.from_dict).
     model_defaults = VAEConfig().to_dict()
     for key in sorted(given - {"out", "resume"}):
         value, saved = getattr(args, key), settings.get(key, model_defaults.get(key))
         if key in RESUMABLE:
             settings[key] = value
+        elif key == "data" and value != saved and settings.get("data_fingerprint"):
+            settings[key] = value  # the photos moved: main checks they are the same ones
         elif value != saved:
-            parser.error(f"--{key.replace('_', '-')} cannot change when resuming: {config} has "
-                         f"{saved!r}. Start a new run instead (--init {out} starts from its weights)")
+            raise SystemExit(f"error: --{key.replace('_', '-')} cannot change when resuming: {config} has "
+                             f"{saved!r}. Start a new run instead (--init {out} starts from its weights)")
     settings["out"] = str(out)  # the run folder may have been moved since
     return settings
 
@@ -289,9 +322,11 @@ def evaluate(vae: VAE, images: torch.Tensor, device, batch_size: int = 64) -> di
     return {k: v / len(images) for k, v in sums.items()}
 
 
-def mean_image_psnr(train: torch.Tensor, val: torch.Tensor) -> float:
+def mean_image_psnr(train: torch.Tensor, val: torch.Tensor, chunk: int = 64) -> float:
     """The baseline any model must beat: predict the average training image for every photo."""
-    mean = train.float().mean(0, keepdim=True) / 255.0
+    # Summed a chunk at a time: a float copy of the whole set could be 4x a dataset kept on the GPU.
+    total = sum(train[i : i + chunk].double().sum(0) for i in range(0, len(train), chunk))
+    mean = (total / (len(train) * 255.0)).float().unsqueeze(0)
     return psnr_per_image(mean.expand(len(val), -1, -1, -1), val.float() / 255.0).mean().item()
 
 
@@ -329,26 +364,35 @@ def main(argv: list[str] | None = None) -> dict | None:
     local_batch = s["batch_size"] // world
 
     torch.manual_seed(s["seed"] + rank)
+    created = master and not out.exists()
     if master:  # before minutes of decoding photos: an --out that cannot be written fails now
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SystemExit(f"error: --out {out}: cannot create the run folder ({exc.strerror})") from None
+
+    def fail(message: str):
+        """Stop before the run has begun, leaving no empty run folder behind."""
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise SystemExit(f"error: {message}")
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_printed(enabled=master):
             data = load_dataset(s["data"], s["image_size"], parse_filters(s["filter"]), s["val_fraction"],
                                 parse_filters(s.get("val_filter", [])))
-        for w in caught:
-            if master:
-                print(f"warning: {w.message}", file=sys.stderr)
     except DatasetError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        fail(str(exc))
     if len(data.train) < 1 or len(data.val) < 1:
-        raise SystemExit(f"error: {s['data']}: need at least 2 readable images (got {len(data.images)})")
+        fail(f"{s['data']}: need at least 2 readable images (got {len(data.images)})")
     if world > 1 and len(data.train) < s["batch_size"]:
-        raise SystemExit(f"error: {len(data.train)} training images cannot fill one --batch-size {s['batch_size']} "
-                         f"across {world} ranks: lower --batch-size")
+        fail(f"{len(data.train)} training images cannot fill one --batch-size {s['batch_size']} "
+             f"across {world} ranks: lower --batch-size")
+    if args.resume and s.get("data_fingerprint", data.fingerprint) != data.fingerprint:
+        fail(f"the photos at {s['data']} ({len(data.train)} training, {len(data.val)} validation) are not the ones "
+             f"{out} was trained on: some were added, removed or changed. Resume with those, or start a new run "
+             f"from its weights (--init {out})")
+    s["data_fingerprint"] = data.fingerprint
 
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
@@ -373,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     epoch, step, elapsed, history = 0, 0, 0.0, []
     best = None  # the served weights at the best validation PSNR so far, with when and how good
+    schedule = Schedule(total_steps, s["max_time"])
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
         try:
@@ -392,13 +437,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
         best = state.get("best")
         restore_rng(state, device, rank, world, s["seed"])
+        before = state.get("schedule") or schedule_of_config(out / "config.json", steps_per_epoch)
+        schedule = Schedule(**before).extended_to(total_steps, s["max_time"], step, elapsed)
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
-    else:
-        if init_state:
-            vae.load_state_dict(init_state["model"])
-        if master:
-            (out / "config.json").write_text(json.dumps(s, indent=2))
+    elif init_state:
+        vae.load_state_dict(init_state["model"])
+    if master:  # on a resume too: the next one continues with these limits and this --data
+        checkpoint.write_text_atomic(out / "config.json", json.dumps(s, indent=2))
 
     ema = EMA(vae, s["ema"]) if s.get("ema") else None
     if ema and args.resume:
@@ -414,11 +460,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     fixed_u = torch.randn(8, cfg.latent_dim, generator=torch.Generator().manual_seed(s["seed"]))
     (out / "samples").mkdir(parents=True, exist_ok=True)  # any rank may get here before rank 0 made out
 
+    saved_epoch = epoch if args.resume else None
+
     def save_checkpoint(rngs: list[dict], latent_prior: dict | None = None):
+        nonlocal saved_epoch
         state = {
             "model": served.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
             "elapsed": elapsed, "history": history, "rng": rngs[0]["cpu"], "rng_ranks": rngs,
-            "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(),
+            "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "schedule": schedule.to_dict(),
         }
         if ema:
             state["train_model"] = vae.state_dict()
@@ -427,6 +476,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         if latent_prior:
             state["latent_prior"] = latent_prior
         checkpoint.save_atomic(state, ckpt_path)
+        saved_epoch = epoch
+
+    def diverged(what: str):
+        bar.close()
+        kept = (f"{ckpt_path} (epoch {saved_epoch}) is kept" if saved_epoch is not None
+                else "no checkpoint was written")
+        raise SystemExit(f"error: training diverged: {what} were not finite after epoch {epoch} (step {step}); "
+                         f"{kept}. Try a lower --lr (this run's: {s['lr']:g})")
 
     parameters = sum(p.numel() for p in vae.parameters())
     if master:
@@ -436,62 +493,70 @@ def main(argv: list[str] | None = None) -> dict | None:
     bar = tqdm(total=None if s["max_time"] else total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
     session_start, session_images = time.perf_counter(), 0
     start_elapsed, last_ckpt = elapsed, time.perf_counter()
+    clock = elapsed  # the time the schedule follows: rank 0's, so every rank applies the same LR and beta
     stop = False
-    while epoch < s["epochs"] and not stop:
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
-        perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
-        sums = torch.zeros(3, device=device)
-        for b in range(steps_per_epoch):
-            start = b * s["batch_size"] + rank * local_batch
-            idx = perm[start : start + local_batch]
-            progress = max(step / total_steps, elapsed / s["max_time"] if s["max_time"] else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(progress, s["lr"])
-            loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast, loss_fn)
-            if ema:
-                ema.update(vae, step)
-            sums += torch.stack([loss, parts["recon"], parts["kl"]])
-            step += 1
-            session_images += local_batch * world
-            elapsed = start_elapsed + time.perf_counter() - session_start
-            bar.update(1)
-            if step % 10 == 0 or b == steps_per_epoch - 1:
-                loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
-                rate = session_images / (time.perf_counter() - session_start)
-                bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
-                bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {beta_at(loss_cfg, progress):.3g} {rate:,.0f} img/s")
-            if s["max_time"] and step % 10 == 0:
-                stop = _agree(elapsed >= s["max_time"], device, world)
-                if stop:
-                    break
-        epoch += 1
-        if world > 1:  # the epoch's training numbers over every rank's images, not rank 0's alone
-            dist.all_reduce(sums)
-            sums /= world
-        last = stop or epoch == s["epochs"]  # the last checkpoint is written below, with the sampling prior
-        due = not last and _agree(time.perf_counter() - last_ckpt >= s["checkpoint_interval"], device, world)
-        rngs = rng_states(device, world) if due else None  # every rank takes part in gathering them
-        if not master:
-            continue
-        loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
-        entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
-                 "train_recon": mse_v, "train_kl": kl_v}
-        if epoch % s["sample_every"] == 0 or last:
-            metrics = evaluate(served, val, device)
-            best = keep_best(best, served, metrics, epoch, step)
-            entry.update({f"val_{k}": v for k, v in metrics.items()})
-            bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
-            frame = out / "samples" / f"epoch_{epoch:04d}.png"
-            # A quick fit on a subset for the picture; the final one below uses every photo.
-            quick = prior.fit(served.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
-            sample_grid(served, val, fixed_u, quick, device, frame)
-            report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
-        history.append(entry)
-        if epoch % s["sample_every"] == 0 or last:
-            report.plot_losses(history, out / "loss.png")
-        if due:
-            save_checkpoint(rngs)
-            last_ckpt = time.perf_counter()
+    with StopRequest() as interrupt:
+        while epoch < s["epochs"] and not stop:
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
+            perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
+            sums = torch.zeros(3, device=device)
+            for b in range(steps_per_epoch):
+                start = b * s["batch_size"] + rank * local_batch
+                idx = perm[start : start + local_batch]
+                progress = schedule.progress(step, clock)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(progress, s["lr"])
+                loss, parts = train_step(model, optimizer, train[idx], device, s, loss_cfg, progress, autocast, loss_fn)
+                if ema:
+                    ema.update(vae, step)
+                sums += torch.stack([loss, parts["recon"], parts["kl"]])
+                step += 1
+                session_images += local_batch * world
+                elapsed = start_elapsed + time.perf_counter() - session_start
+                bar.update(1)
+                if step % 10 == 0 or b == steps_per_epoch - 1:
+                    loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+                    rate = session_images / (time.perf_counter() - session_start)
+                    bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
+                    bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {beta_at(loss_cfg, progress):.3g} {rate:,.0f} img/s")
+                if world == 1 or step % 10 == 0:  # ranks agree every 10 steps, on rank 0's word
+                    want = interrupt.requested or bool(s["max_time"] and elapsed >= s["max_time"])
+                    stop, clock = _from_rank0((want, elapsed), device, world)
+                    if stop:
+                        break
+            epoch += 1
+            if world > 1:  # the epoch's training numbers over every rank's images, not rank 0's alone
+                dist.all_reduce(sums)
+                sums /= world
+            # Every rank holds the same sums and weights: all stop here, before a NaN is evaluated or saved.
+            if not bool(torch.stack([sums.isfinite().all(), *(q.isfinite().all() for q in vae.parameters())]).all()):
+                diverged("the loss or the weights")
+            last = stop or epoch == s["epochs"]  # the last checkpoint is written below, with the sampling prior
+            due = not last and _agree(time.perf_counter() - last_ckpt >= s["checkpoint_interval"], device, world)
+            rngs = rng_states(device, world) if due else None  # every rank takes part in gathering them
+            if not master:
+                continue
+            loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+            entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
+                     "train_recon": mse_v, "train_kl": kl_v}
+            if epoch % s["sample_every"] == 0 or last:
+                metrics = evaluate(served, val, device)
+                if not math.isfinite(metrics["psnr"]):  # finite but huge weights can still give NaN
+                    diverged("the validation reconstructions")
+                best = keep_best(best, served, metrics, epoch, step)
+                entry.update({f"val_{k}": v for k, v in metrics.items()})
+                bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
+                frame = out / "samples" / f"epoch_{epoch:04d}.png"
+                # A quick fit on a subset for the picture; the final one below uses every photo.
+                quick = prior.fit(served.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
+                sample_grid(served, val, fixed_u, quick, device, frame)
+                report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
+            history.append(entry)
+            if epoch % s["sample_every"] == 0 or last:
+                report.plot_losses(history, out / "loss.png")
+            if due:
+                save_checkpoint(rngs)
+                last_ckpt = time.perf_counter()
     bar.close()
 
     result = None
@@ -520,10 +585,13 @@ def main(argv: list[str] | None = None) -> dict | None:
             "sampling": {"prior": "gaussian fitted to the training photos' codes", "codes": latent_prior["codes"],
                          "total_variance": round(prior.total_variance(latent_prior), 2)},
         }
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        checkpoint.write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
         v = result["validation"]
         print(f"validation: PSNR {v['psnr']:.2f} dB (mean image {v['mean_image_psnr']:.2f}), "
               f"SSIM {v['ssim']:.3f}, MSE {v['mse']:.5f}, KL {v['kl']:.1f} nats -> {out / 'metrics.json'}")
+        if interrupt.requested:
+            print(f"stopped at epoch {epoch} of {s['epochs']}: `python -m training.train --out {out} --resume` "
+                  "continues the run")
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -533,20 +601,93 @@ def main(argv: list[str] | None = None) -> dict | None:
 def keep_best(best: dict | None, served, metrics: dict, epoch: int, step: int) -> dict:
     """The served weights (a CPU copy) if they beat the best validation PSNR so far: what
     `training.export --weights best` exports when a run peaks before it ends."""
+    if not math.isfinite(metrics["psnr"]):  # diverged weights never replace the kept ones
+        return best
     if best is not None and metrics["psnr"] <= best["validation"]["psnr"]:
         return best
     weights = {k: v.detach().to("cpu", copy=True) for k, v in served.state_dict().items()}
     return {"epoch": epoch, "step": step, "validation": dict(metrics), "model": weights}
 
 
-def _agree(flag: bool, device, world: int) -> bool:
-    """All ranks stop together: rank 0's clock decides."""
+def _from_rank0(values: tuple[bool, float], device, world: int) -> tuple[bool, float]:
+    """(stop, clock) as rank 0 has them: all ranks stop together, and follow one clock."""
     if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(values[0]), float(values[1])
+    t = torch.tensor([float(values[0]), float(values[1])], dtype=torch.float64, device=device)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    flag, clock = t.tolist()
+    return flag > 0, clock
+
+
+def _agree(flag: bool, device, world: int) -> bool:
+    """All ranks decide together: rank 0's flag."""
+    return _from_rank0((flag, 0.0), device, world)[0]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training progress in [0, 1], which drives the learning rate and the KL weight: the further of
+    the steps done of total_steps and the seconds of max_time. `anchor` is (step, elapsed, progress)
+    where these limits took over: a resume that changes --epochs or --max-time continues from the
+    progress already reached and spreads what is left over the new limits, instead of moving the
+    run to another point of its schedule (back into the LR warm-up, say)."""
+
+    total_steps: int
+    max_time: float | None
+    anchor: tuple[int, float, float] = (0, 0.0, 0.0)
+
+    def progress(self, step: int, elapsed: float) -> float:
+        start_step, start_elapsed, start_progress = self.anchor
+        done = (step - start_step) / max(self.total_steps - start_step, 1)
+        if self.max_time:
+            done = max(done, (elapsed - start_elapsed) / max(self.max_time - start_elapsed, 1e-9))
+        return min(1.0, start_progress + (1.0 - start_progress) * done)
+
+    def extended_to(self, total_steps: int, max_time: float | None, step: int, elapsed: float) -> "Schedule":
+        if (total_steps, max_time) == (self.total_steps, self.max_time):
+            return self
+        return Schedule(total_steps, max_time, (step, elapsed, self.progress(step, elapsed)))
+
+    def to_dict(self) -> dict:
+        return {"total_steps": self.total_steps, "max_time": self.max_time, "anchor": list(self.anchor)}
+
+
+def schedule_of_config(config: Path, steps_per_epoch: int) -> dict:
+    """The schedule of a checkpoint written before checkpoints kept theirs: its run's first limits."""
+    saved = json.loads(config.read_text())
+    return {"total_steps": saved["epochs"] * steps_per_epoch, "max_time": saved.get("max_time")}
+
+
+class StopRequest:
+    """While active, the first Ctrl-C asks the run to stop after the current step, then evaluate
+    and save as at its end; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _ask(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step, then evaluating and saving the run (Ctrl-C again to quit "
+              "without saving)", file=sys.stderr)
+
+    def __enter__(self) -> "StopRequest":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._ask)
+        except ValueError:  # not the main thread (main() called from a worker): Ctrl-C as usual
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the run folder keeps its last checkpoint, if it has one (--resume continues "
+              "from it)", file=sys.stderr)
+        sys.exit(130)
