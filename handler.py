@@ -38,6 +38,11 @@ LAMBDA_EVENT_BYTES = 6 * 1024 * 1024
 EVENT_OVERHEAD_BYTES = 64 * 1024  # headers and request context, with room to spare
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", (LAMBDA_EVENT_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4))
 MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
+# A form here has at most four fields (a, b, steps; or image). Both bounds keep parsing linear:
+# the email parser's parameter splitting is quadratic in a header's length (CPython gh-136063),
+# and a 230 KB Content-Disposition would keep the function busy past API Gateway's 29 s.
+MAX_PARTS = 16
+MAX_PART_HEADER_BYTES = 4096
 BACKEND = os.environ.get("MODEL_BACKEND", "onnx")
 ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("CORS_ALLOW_ORIGIN", "*").split(",") if o.strip()]
 IMAGE_ERROR_STATUS = {"image_too_large": 413, "unsupported_format": 415}
@@ -118,17 +123,23 @@ def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
     body = read_body(event)
     if not body:
         raise HttpError(400, "empty_body", "the request body is empty")
+    if body.count(b"--" + boundary.encode("latin-1")) > MAX_PARTS + 1:
+        raise HttpError(400, "bad_multipart", f"the form has more than {MAX_PARTS} parts")
     try:
         # requests-toolbelt finds the boundary with a naive split of the header and crashes
-        # when it finds none; hand it the boundary parsed above instead.
-        parts = multipart.MultipartDecoder(body, f"multipart/form-data; boundary={boundary}").parts
+        # when it finds none; hand it the boundary parsed above instead. Part headers are read as
+        # latin-1, which any bytes are: a client may send a file name in its own code page.
+        parts = multipart.MultipartDecoder(body, f"multipart/form-data; boundary={boundary}", "latin-1").parts
     except (multipart.ImproperBodyPartContentException, multipart.NonMultipartContentTypeException,
             ValueError, LookupError) as exc:
         raise HttpError(400, "bad_multipart", f"the multipart body is malformed ({exc})") from None
     fields: dict[str, bytes] = {}
     for part in parts:
+        header = part.headers.get(b"Content-Disposition", b"")
+        if len(header) > MAX_PART_HEADER_BYTES:
+            raise HttpError(400, "bad_multipart", f"a part's Content-Disposition is over {MAX_PART_HEADER_BYTES} bytes")
         disposition = Message()
-        disposition["content-disposition"] = part.headers.get(b"Content-Disposition", b"").decode("latin-1")
+        disposition["content-disposition"] = header.decode("latin-1")
         name = disposition.get_param("name", header="content-disposition")
         if isinstance(name, str) and name not in fields:
             fields[name] = part.content

@@ -69,6 +69,11 @@ def open_model(backend: str = "onnx", environ=os.environ, cache: Path | None = N
 def locate(backend: str = "onnx", environ=os.environ, cache: Path | None = None, s3=None) -> Location:
     """MODEL_BUCKET + MODEL_PREFIX (+ optional MODEL_VERSION) -> S3; else MODEL_DIR or the bundled model."""
     bucket, prefix = environ.get("MODEL_BUCKET", ""), environ.get("MODEL_PREFIX", "")
+    if bucket and prefix and prefix != prefix.strip("/"):
+        # serverless.yml grants s3:GetObject on "<bucket>/<modelPrefix>/*" as the prefix is written:
+        # with a slash at either end that matches none of the keys read here, and S3 says AccessDenied.
+        raise ModelError(f"MODEL_PREFIX '{prefix}' starts or ends with '/', so the function's S3 permission "
+                         f"matches no model key: deploy with --param=\"modelPrefix={prefix.strip('/')}\"")
     if bucket and prefix:
         version = environ.get("MODEL_VERSION") or None
         return fetch_from_s3(bucket, prefix, version, backend, cache, s3)

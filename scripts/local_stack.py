@@ -70,7 +70,7 @@ def taken_ports(host: str, ports: dict[str, int]) -> list[str]:
     return taken
 
 
-def start_offline(host: str, api_port: int, lambda_port: int) -> subprocess.Popen:
+def start_offline(host: str, api_port: int, lambda_port: int, model_dir: Path | None = None) -> subprocess.Popen:
     venv = ROOT / ".venv"
     env = {
         **os.environ,
@@ -87,7 +87,9 @@ def start_offline(host: str, api_port: int, lambda_port: int) -> subprocess.Pope
     if not sls.exists():
         sys.exit(f"error: {sls} is missing: run `npm ci` first")
     # A process group of its own, so stopping it stops the Python workers it spawned too.
-    return subprocess.Popen([str(sls), "offline", "start", "--stage", STAGE, "--host", host],
+    # serverless.yml sets the function's MODEL_DIR from this parameter (the environment would not reach it).
+    model = [f"--param=modelDir={model_dir}"] if model_dir else []
+    return subprocess.Popen([str(sls), "offline", "start", "--stage", STAGE, "--host", host, *model],
                             cwd=ROOT, env=env, start_new_session=True)
 
 
@@ -124,7 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lambda-port", type=int, default=3002)
     p.add_argument("--web-port", type=int, default=8000)
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the API to come up")
+    p.add_argument("--model-dir", type=Path, help="serve this exported model folder (python -m training.export) "
+                   "instead of the bundled model/default")
     args = p.parse_args(argv)
+    model_dir = args.model_dir.resolve() if args.model_dir else None
+    if model_dir and not (model_dir / "model.json").is_file():
+        sys.exit(f"error: --model-dir {args.model_dir}: no model.json there (python -m training.export RUN --out DIR "
+                 "writes a model folder)")
 
     api_url = f"http://{args.host}:{args.api_port}/{STAGE}"
     taken = taken_ports(args.host, {"--api-port": args.api_port, "--lambda-port": args.lambda_port,
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     if taken:
         sys.exit(f"error: already in use on {args.host}: {', '.join(taken)} (another `make run`?). "
                  "Stop it, or choose free ports with those flags.")
-    offline = start_offline(args.host, args.api_port, args.lambda_port)
+    offline = start_offline(args.host, args.api_port, args.lambda_port, model_dir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # A shell starts background jobs with SIGINT ignored, and Python keeps that: Ctrl-C must stop us anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -61,7 +61,7 @@ def descendant_groups(pid: int) -> set[int]:
 
 
 class LocalStack:
-    def __init__(self, log_path: Path, timeout: float = 180.0):
+    def __init__(self, log_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = ()):
         self.api_port, self.lambda_port, self.web_port = free_port(), free_port(), free_port()
         self.ports = [self.api_port, self.lambda_port, self.web_port]
         self.api = f"http://127.0.0.1:{self.api_port}/dev"
@@ -71,7 +71,8 @@ class LocalStack:
         self._log = open(log_path, "w")  # a file, not a pipe: nobody has to keep draining it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "scripts.local_stack", "--api-port", str(self.api_port),
-             "--lambda-port", str(self.lambda_port), "--web-port", str(self.web_port), "--timeout", str(timeout)],
+             "--lambda-port", str(self.lambda_port), "--web-port", str(self.web_port), "--timeout", str(timeout),
+             *extra_args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -161,6 +161,16 @@ def test_s3_unreachable_is_a_503_until_it_answers(s3_settings, moto_server):
     assert_serving(f"s3://{BUCKET}/{PREFIX}/versions/{version}/")
 
 
+def test_a_model_prefix_with_slashes_is_named_rather_than_denied(fresh_handler):
+    # The IAM statement is written from the prefix as given: "car-vae/" would grant "car-vae//*", and every
+    # read would be an AccessDenied that points at the wrong cause.
+    fresh_handler.setenv("MODEL_BUCKET", BUCKET)
+    for prefix in ("car-vae/", "/car-vae"):
+        fresh_handler.setenv("MODEL_PREFIX", prefix)
+        handler.reset_model()
+        assert_unavailable(health(), f"MODEL_PREFIX '{prefix}'", 'modelPrefix=car-vae"')
+
+
 def test_s3_denying_access_is_a_503_until_the_role_may_read_the_model(s3_settings, moto_server):
     port, endpoint = s3_settings
     moto_server(port)

@@ -59,3 +59,30 @@ def test_a_port_in_use_is_named_before_anything_starts():
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"already in use on 127.0.0.1: --web-port {ports['--web-port']}" in proc.stderr
     assert "API:" not in proc.stdout  # nothing was started, or claimed to be
+
+
+def test_the_local_stack_serves_a_model_folder_of_ones_own(tmp_path, tiny_model_dir, real_photos):
+    # The function's MODEL_DIR comes from serverless.yml, so the shell's would be ignored: --model-dir
+    # reaches it through the modelDir parameter.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.stack import LocalStack
+
+    stack = LocalStack(tmp_path / "stack.log", extra_args=("--model-dir", str(tiny_model_dir)))
+    try:
+        stack.wait_ready()
+        health = stack.get("/health")
+        assert health["model"]["image_size"] == 64 and str(tiny_model_dir) in health["model"]["source"], health
+        with open(real_photos[0], "rb") as photo:
+            response = requests.post(f"{stack.api}/reconstruct", files={"image": ("car.jpg", photo, "image/jpeg")},
+                                     timeout=60)
+        assert response.status_code == 200, response.text
+    finally:
+        problems = stack.stop()
+    assert not problems, f"{problems}\n{stack.log_tail()}"
+
+    missing = subprocess.run([sys.executable, "-m", "scripts.local_stack", "--model-dir", str(tmp_path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and f"--model-dir {tmp_path}: no model.json there" in missing.stderr
