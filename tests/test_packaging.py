@@ -24,7 +24,8 @@ def package(tmp_path_factory) -> Path:
     # Any credentials lying around must not matter: packaging needs no AWS account.
     for key in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         env.pop(key, None)
-    proc = subprocess.run([str(SLS), "package", "--stage", "ci", "--package", str(out)], cwd=ROOT, env=env,
+    proc = subprocess.run([str(SLS), "package", "--stage", "ci", "--package", str(out), "--param=maxConcurrency=20"],
+                          cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -77,6 +78,7 @@ def test_template_declares_binary_multipart_python312_and_least_privilege(templa
     (function,) = resources_of(template, "AWS::Lambda::Function")
     assert function["Properties"]["Runtime"] == "python3.12"
     assert function["Properties"]["Handler"] == "handler.handler"
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 20  # --param=maxConcurrency=20 caps it
     (role,) = resources_of(template, "AWS::IAM::Role")
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
     s3 = [s for s in statements if any(str(a).startswith("s3:") for a in s["Action"])]
