@@ -120,6 +120,8 @@ def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
         boundary = collapse_rfc2231_value(boundary)
     if not boundary:
         raise HttpError(400, "bad_multipart", "the multipart Content-Type has no boundary")
+    if not boundary.isascii():  # RFC 2046: a boundary is ASCII (an RFC 2231 one may decode to anything)
+        raise HttpError(400, "bad_multipart", "the multipart boundary must be plain ASCII")
     body = read_body(event)
     if not body:
         raise HttpError(400, "empty_body", "the request body is empty")

@@ -156,3 +156,24 @@ def test_images_match_the_shared_loader(real_photos):
     folder_data = load_dataset(real_photos[0].parent, 64, val_fraction=0.1)
     index = folder_data.names.index(str(real_photos[0]))
     assert np.array_equal(folder_data.images[index], load_square(real_photos[0].read_bytes(), 64))
+
+
+def test_the_same_photos_zipped_or_moved_are_the_same_dataset(tmp_path, synthetic_dir):
+    # Subfolders whose names sort differently as whole strings than part by part ("cars" < "cars-red",
+    # but "cars-red/x" < "cars/x"): a zip used to list them in the other order.
+    import zipfile
+
+    files = sorted(synthetic_dir.iterdir())[:6]
+    for i, f in enumerate(files):
+        folder = tmp_path / "photos" / ("cars" if i % 2 else "cars-red")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, folder / f.name)
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for f in sorted(p for p in (tmp_path / "photos").rglob("*") if p.is_file()):
+            archive.write(f, f.relative_to(tmp_path / "photos").as_posix())
+    shutil.copytree(tmp_path / "photos", tmp_path / "moved")
+    folder = load_dataset(tmp_path / "photos", 64, val_fraction=0.3)
+    assert load_dataset(tmp_path / "moved", 64, val_fraction=0.3).fingerprint == folder.fingerprint
+    assert load_dataset(tmp_path / "photos.zip", 64, val_fraction=0.3).fingerprint == folder.fingerprint
+    (tmp_path / "moved" / "cars" / files[1].name).unlink()
+    assert load_dataset(tmp_path / "moved", 64, val_fraction=0.3).fingerprint != folder.fingerprint

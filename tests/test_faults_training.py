@@ -50,34 +50,53 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_
     assert json.loads((run / "metrics.json").read_text())["training"]["epochs"] == killed_at + 2
 
 
-def test_ctrl_c_stops_the_run_cleanly_and_saves_it(tmp_path, synthetic_dir):
-    # No interval checkpoint will come: what --resume finds is what Ctrl-C saved.
-    from training import checkpoint
+def test_ctrl_c_stops_the_run_cleanly_and_resume_trains_what_was_left(tmp_path, synthetic_dir):
+    # No interval checkpoint will come: what --resume finds is what Ctrl-C saved. Wherever the stop
+    # lands (mid-epoch, likely, at 10 steps an epoch), the resumed run must end with the weights of
+    # one never interrupted.
+    import torch
 
+    from training import checkpoint
+    from training.train import main
+
+    import threading
+
+    flags = [*TINY_MODEL_FLAGS, "--batch-size", "4", "--epochs", "30", "--sample-every", "15",
+             "--checkpoint-interval", "3600"]
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "training.train", "--data", str(synthetic_dir), "--out", str(run),
-                             *TINY_MODEL_FLAGS, "--epochs", "500", "--checkpoint-interval", "3600"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(64), "")))
+    reader.start()
     try:
         deadline = time.monotonic() + 240
-        while not (run / "samples" / "epoch_0002.png").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.1)
+        while "epoch 3/30" not in "".join(chunks):  # the progress bar: training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(chunks)[-2000:]
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        out = proc.stdout.read()  # to the end: the process has exited
+        proc.wait(timeout=120)
     finally:
         proc.kill()
+        reader.join(timeout=10)
+    err = "".join(chunks)
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err and "stopping after this step" in err
+    print(out.splitlines()[-1])  # where it stopped
     state = checkpoint.load(run / "checkpoint.pt")
-    stopped_at = state["epoch"]
-    assert stopped_at >= 2 and state["latent_prior"] and f"stopped at epoch {stopped_at} of 500" in out
-    assert json.loads((run / "metrics.json").read_text())["training"]["epochs"] == stopped_at
+    assert 2 <= state["epoch"] < 30 and state["latent_prior"] and "stopped " in out and "of 30" in out
+    assert json.loads((run / "metrics.json").read_text())["training"]["steps"] == state["step"]
 
-    done = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume",
-                           "--epochs", str(stopped_at + 1)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == stopped_at + 1
+    resumed = checkpoint.load(run / "checkpoint.pt")
+    main(["--data", str(synthetic_dir), "--out", str(tmp_path / "straight"), *flags])
+    straight = checkpoint.load(tmp_path / "straight" / "checkpoint.pt")
+    assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (30, 300)
+    for key, value in straight["train_model"].items():
+        assert torch.equal(resumed["train_model"][key], value), key
 
 
 KILL_MID_WRITE = textwrap.dedent("""

@@ -178,6 +178,8 @@ def test_multipart_without_boundary_or_broken(real_jpeg):
     assert_error(*call(no_boundary), 400, "bad_multipart")
     broken = rest_event("POST", "/reconstruct", body.replace(b"\r\n\r\n", b"\r\n"), {"Content-Type": content_type})
     assert_error(*call(broken), 400, "bad_multipart")
+    euro = rest_event("POST", "/reconstruct", body, {"Content-Type": "multipart/form-data; boundary*=utf-8''%E2%82%AC"})
+    assert_error(*call(euro), 400, "bad_multipart")  # an RFC 2231 boundary outside ASCII: it was a 500
 
 
 def test_forms_are_parsed_in_linear_time_and_bounded(real_jpeg):

@@ -150,6 +150,13 @@ def test_ddp_with_torchrun_on_cpu(tmp_path, synthetic_dir):
                      "--batch-size", "64")
     assert small.returncode != 0 and "cannot fill one --batch-size 64 across 2 ranks" in small.stderr
 
+    # Only rank 0 validates; when that shows divergence, every rank stops with the error (rank 1 used
+    # to run on into a collective that rank 0 had left).
+    nan = torchrun("--data", str(synthetic_dir), "--out", str(tmp_path / "nan"), *TINY_MODEL_FLAGS, "--epochs", "3",
+                   "--lr", "1e30", "--precision", "fp32", "--ema", "0")
+    assert nan.returncode != 0 and nan.stderr.count("training diverged") >= 2, nan.stderr[-3000:]
+    assert "Connection closed" not in nan.stderr
+
 
 def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
     from training.train import main
@@ -163,6 +170,9 @@ def test_resume_refuses_settings_it_cannot_apply(tmp_path, tiny_run, capsys):
     # Repeating the run's own settings, or changing one that may change, is fine.
     main(["--out", str(run), "--resume", "--lr", str(saved["lr"]), "--epochs", str(saved["epochs"] + 1),
           "--sample-every", "5"])
+    # The new length holds for later resumes; a session's own choices do not stick.
+    kept = json.loads((run / "config.json").read_text())
+    assert kept["epochs"] == saved["epochs"] + 1 and kept["sample_every"] == saved["sample_every"]
 
     # A run from before a model flag existed has that flag's default, which may be repeated.
     older = {k: v for k, v in saved.items() if k != "encoder_width"}
@@ -235,12 +245,32 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_best_weights(tmp_
 def test_out_of_range_numbers_are_refused_by_name(capsys):
     from training.train import build_parser
 
+    assert build_parser().parse_args(["--out", "x", "--max-time", "0"]).max_time == 0  # 0: no limit
+    assert build_parser().parse_args(["--out", "x", "--compile", "--no-compile"]).compile is False
+
     for flag, value, says in [("--lr", "-1", "must be >= 0"), ("--val-fraction", "1.5", "must be > 0 and < 1"),
                               ("--beta", "nan", "must be >= 0"), ("--zoom", "1", "< 1"),
                               ("--kl-warmup", "2", "<= 1"), ("--ema", "1", "< 1")]:
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--out", "x", flag, value])
         assert f"{flag}: must" in (err := capsys.readouterr().err) and says in err, err
+
+
+def test_a_program_calling_main_keeps_ctrl_c_as_keyboard_interrupt(tmp_path, synthetic_dir):
+    # Benchmarks run main() in a loop: a Ctrl-C must stop them, not cut one run short and go on.
+    import os
+    import signal
+    import threading
+
+    from training.train import main
+
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            main(["--data", str(synthetic_dir), "--out", str(tmp_path / "r"), *TINY_MODEL_FLAGS, "--epochs", "1000"])
+    finally:
+        timer.cancel()
 
 
 def test_unreadable_photos_are_named_and_a_failed_start_leaves_no_folder(tmp_path, capsys):

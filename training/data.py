@@ -17,7 +17,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
@@ -89,9 +89,12 @@ def _zip_photos(path: Path) -> list[Photo]:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DatasetError(f"{path}: not a readable zip file ({exc})") from exc
+    # In the order a folder of the same photos is read (path by path, component-wise): the same
+    # photos, zipped or not, are the same dataset (Dataset.fingerprint).
     names = sorted(
-        n for n in archive.namelist()
-        if Path(n).suffix.lower() in EXTENSIONS and not n.startswith("__MACOSX/") and not n.endswith("/")
+        (n for n in archive.namelist()
+         if Path(n).suffix.lower() in EXTENSIONS and not n.startswith("__MACOSX/") and not n.endswith("/")),
+        key=lambda n: PurePosixPath(n).parts,
     )
 
     def reader(member: str) -> Callable[[], bytes]:

@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of training over which beta ramps up")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None, help="default 100")
-    opt.add_argument("--max-time", type=number_in(0, above=True), default=None,
-                     help="stop after this many seconds of training")
+    opt.add_argument("--max-time", type=number_in(0), default=None,
+                     help="stop after this many seconds of training; 0: no limit")
     opt.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split across DDP ranks")
     opt.add_argument("--lr", type=number_in(0), default=1e-3)
     opt.add_argument("--ema", type=number_in(0, 1, below=True), default=0.999,
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="random shift of up to SHIFT of the image size; 0: off")
     opt.add_argument("--weight-decay", type=number_in(0), default=0.0, help="AdamW's decoupled weight decay")
     opt.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    opt.add_argument("--compile", action="store_true",
+    opt.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                      help="torch.compile the step's forward pass: augmentation, model and loss (GPU)")
     opt.add_argument("--precision", choices=PRECISIONS, default=None,
                      help="forward pass in bf16 autocast or fp32; auto (default): bf16 on GPUs and on "
@@ -348,7 +348,9 @@ def sample_grid(vae: VAE, val: torch.Tensor, u: torch.Tensor, fitted: dict, devi
     ]).save(path)
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | None:
+    """stop_on_ctrl_c: the command line's Ctrl-C stops the run after its current step and finishes
+    it (StopRequest); a program calling main() keeps Ctrl-C's usual KeyboardInterrupt."""
     parser = build_parser()
     args = parser.parse_args(argv)
     s = resolve_settings(args, parser, given_flags(parser, argv) if args.resume else set())
@@ -415,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     optimizer = torch.optim.AdamW(vae.parameters(), lr=s["lr"], betas=(0.9, 0.99),
                                   weight_decay=s.get("weight_decay", 0.0))
 
-    epoch, step, elapsed, history = 0, 0, 0.0, []
+    epoch, step, elapsed, history, batches_done = 0, 0, 0.0, [], 0
     best = None  # the served weights at the best validation PSNR so far, with when and how good
     schedule = Schedule(total_steps, s["max_time"])
     ckpt_path = out / "checkpoint.pt"
@@ -435,16 +437,23 @@ def main(argv: list[str] | None = None) -> dict | None:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"error: {ckpt_path} does not fit this run ({str(exc).splitlines()[0][:200]})") from None
         epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
+        batches_done = state.get("batch", 0)  # of an epoch a Ctrl-C or --max-time cut short: its rest comes next
         best = state.get("best")
         restore_rng(state, device, rank, world, s["seed"])
-        before = state.get("schedule") or schedule_of_config(out / "config.json", steps_per_epoch)
-        schedule = Schedule(**before).extended_to(total_steps, s["max_time"], step, elapsed)
+        if "schedule" in state:  # a checkpoint from before had none: it resumes as it always did
+            schedule = Schedule(**state["schedule"]).extended_to(total_steps, s["max_time"], step, elapsed)
         if master:
             print(f"resumed {out} at epoch {epoch}, step {step}")
-    elif init_state:
-        vae.load_state_dict(init_state["model"])
-    if master:  # on a resume too: the next one continues with these limits and this --data
-        checkpoint.write_text_atomic(out / "config.json", json.dumps(s, indent=2))
+            # The run's length and its photos' place hold for later resumes too; --compile, --device
+            # and the like are for this session only.
+            config = json.loads((out / "config.json").read_text())
+            config.update({key: s[key] for key in ("epochs", "max_time", "data", "data_fingerprint")})
+            checkpoint.write_text_atomic(out / "config.json", json.dumps(config, indent=2))
+    else:
+        if init_state:
+            vae.load_state_dict(init_state["model"])
+        if master:
+            checkpoint.write_text_atomic(out / "config.json", json.dumps(s, indent=2))
 
     ema = EMA(vae, s["ema"]) if s.get("ema") else None
     if ema and args.resume:
@@ -468,6 +477,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "model": served.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
             "elapsed": elapsed, "history": history, "rng": rngs[0]["cpu"], "rng_ranks": rngs,
             "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "schedule": schedule.to_dict(),
+            "batch": batches_done,
         }
         if ema:
             state["train_model"] = vae.state_dict()
@@ -495,12 +505,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     start_elapsed, last_ckpt = elapsed, time.perf_counter()
     clock = elapsed  # the time the schedule follows: rank 0's, so every rank applies the same LR and beta
     stop = False
-    with StopRequest() as interrupt:
+    with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
         while epoch < s["epochs"] and not stop:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
             perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
             sums = torch.zeros(3, device=device)
-            for b in range(steps_per_epoch):
+            first = batches_done
+            for b in range(first, steps_per_epoch):
                 start = b * s["batch_size"] + rank * local_batch
                 idx = perm[start : start + local_batch]
                 progress = schedule.progress(step, clock)
@@ -515,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 elapsed = start_elapsed + time.perf_counter() - session_start
                 bar.update(1)
                 if step % 10 == 0 or b == steps_per_epoch - 1:
-                    loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+                    loss_v, mse_v, kl_v = (sums / (b + 1 - first)).tolist()
                     rate = session_images / (time.perf_counter() - session_start)
                     bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
                     bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {beta_at(loss_cfg, progress):.3g} {rate:,.0f} img/s")
@@ -524,6 +535,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                     stop, clock = _from_rank0((want, elapsed), device, world)
                     if stop:
                         break
+            # Cut short mid-epoch: the checkpoint keeps how far it got, and a resume trains the rest.
+            batches_done = b + 1 if stop and b + 1 < steps_per_epoch else 0
+            if batches_done:
+                break
             epoch += 1
             if world > 1:  # the epoch's training numbers over every rank's images, not rank 0's alone
                 dist.all_reduce(sums)
@@ -532,17 +547,19 @@ def main(argv: list[str] | None = None) -> dict | None:
             if not bool(torch.stack([sums.isfinite().all(), *(q.isfinite().all() for q in vae.parameters())]).all()):
                 diverged("the loss or the weights")
             last = stop or epoch == s["epochs"]  # the last checkpoint is written below, with the sampling prior
+            evaluating = epoch % s["sample_every"] == 0 or last
+            metrics = evaluate(served, val, device) if master and evaluating else None
+            # Finite but huge weights can still give NaN; rank 0 finds out, and every rank stops.
+            if evaluating and _agree(metrics is not None and not math.isfinite(metrics["psnr"]), device, world):
+                diverged("the validation reconstructions")
             due = not last and _agree(time.perf_counter() - last_ckpt >= s["checkpoint_interval"], device, world)
             rngs = rng_states(device, world) if due else None  # every rank takes part in gathering them
             if not master:
                 continue
-            loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+            loss_v, mse_v, kl_v = (sums / (b + 1 - first)).tolist()
             entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
                      "train_recon": mse_v, "train_kl": kl_v}
-            if epoch % s["sample_every"] == 0 or last:
-                metrics = evaluate(served, val, device)
-                if not math.isfinite(metrics["psnr"]):  # finite but huge weights can still give NaN
-                    diverged("the validation reconstructions")
+            if metrics:
                 best = keep_best(best, served, metrics, epoch, step)
                 entry.update({f"val_{k}": v for k, v in metrics.items()})
                 bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
@@ -552,7 +569,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 sample_grid(served, val, fixed_u, quick, device, frame)
                 report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
             history.append(entry)
-            if epoch % s["sample_every"] == 0 or last:
+            if evaluating:
                 report.plot_losses(history, out / "loss.png")
             if due:
                 save_checkpoint(rngs)
@@ -561,8 +578,10 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     result = None
     final_rngs = rng_states(device, world)
+    metrics = evaluate(served, val, device) if master else None
+    if _agree(metrics is not None and not math.isfinite(metrics["psnr"]), device, world):
+        diverged("the validation reconstructions")
     if master:
-        metrics = evaluate(served, val, device)
         best = keep_best(best, served, metrics, epoch, step)
         def fit_prior(encoder) -> dict:
             return {**prior.fit(encoder, train, device, seed=s["seed"]), "data": str(s["data"]),
@@ -590,7 +609,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"validation: PSNR {v['psnr']:.2f} dB (mean image {v['mean_image_psnr']:.2f}), "
               f"SSIM {v['ssim']:.3f}, MSE {v['mse']:.5f}, KL {v['kl']:.1f} nats -> {out / 'metrics.json'}")
         if interrupt.requested:
-            print(f"stopped at epoch {epoch} of {s['epochs']}: `python -m training.train --out {out} --resume` "
+            where = f"{batches_done} steps into epoch {epoch + 1}" if batches_done else f"after epoch {epoch}"
+            print(f"stopped {where} of {s['epochs']}: `python -m training.train --out {out} --resume` "
                   "continues the run")
     if world > 1:
         dist.barrier()
@@ -652,17 +672,12 @@ class Schedule:
         return {"total_steps": self.total_steps, "max_time": self.max_time, "anchor": list(self.anchor)}
 
 
-def schedule_of_config(config: Path, steps_per_epoch: int) -> dict:
-    """The schedule of a checkpoint written before checkpoints kept theirs: its run's first limits."""
-    saved = json.loads(config.read_text())
-    return {"total_steps": saved["epochs"] * steps_per_epoch, "max_time": saved.get("max_time")}
-
-
 class StopRequest:
-    """While active, the first Ctrl-C asks the run to stop after the current step, then evaluate
-    and save as at its end; a second one interrupts at once."""
+    """While active (and enabled), the first Ctrl-C asks the run to stop after the current step,
+    then evaluate and save as at its end; a second one interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
         self.requested = False
         self._previous = None
 
@@ -673,6 +688,9 @@ class StopRequest:
               "without saving)", file=sys.stderr)
 
     def __enter__(self) -> "StopRequest":
+        # Started in the background, Ctrl-C is ignored (a shell's `&`): it stays so.
+        if not self.enabled or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return self
         try:
             self._previous = signal.signal(signal.SIGINT, self._ask)
         except ValueError:  # not the main thread (main() called from a worker): Ctrl-C as usual
@@ -686,7 +704,7 @@ class StopRequest:
 
 if __name__ == "__main__":
     try:
-        main()
+        main(stop_on_ctrl_c=True)
     except KeyboardInterrupt:
         print("\ninterrupted: the run folder keeps its last checkpoint, if it has one (--resume continues "
               "from it)", file=sys.stderr)
