@@ -33,7 +33,7 @@ def frozen_decoder_vae(decode: str) -> type[VAE]:
     return FrozenDecoderVAE
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.encoder_stage", description=__doc__.split("\n\n")[0])
     p.add_argument("--decode", choices=("sample", "mean"), default="sample")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then python -m training.train's flags")
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     rest = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     train.VAE = frozen_decoder_vae(args.decode)  # the trainer builds its model through this name
     try:
-        return train.main(rest)
+        return train.main(rest, stop_on_ctrl_c=stop_on_ctrl_c)
     finally:
         train.VAE = VAE
 
 
 if __name__ == "__main__":
-    main()
+    main(stop_on_ctrl_c=True)

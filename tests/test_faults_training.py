@@ -87,6 +87,10 @@ def test_ctrl_c_stops_the_run_cleanly_and_resume_trains_what_was_left(tmp_path, 
     state = checkpoint.load(run / "checkpoint.pt")
     assert 2 <= state["epoch"] < 30 and state["latent_prior"] and "stopped " in out and "of 30" in out
     assert json.loads((run / "metrics.json").read_text())["training"]["steps"] == state["step"]
+    # Finished as if at its end: the last entry, frame and curves are the stopped weights'.
+    assert "val_psnr" in state["history"][-1] and state["history"][-1]["step"] == state["step"]
+    assert (run / "loss.png").exists() and (run / "progress.gif").exists()
+    assert sorted((run / "samples").glob("epoch_*.png"))[-1].stem.startswith(f"epoch_{state['epoch']:04d}")
 
     done = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -97,6 +101,10 @@ def test_ctrl_c_stops_the_run_cleanly_and_resume_trains_what_was_left(tmp_path, 
     assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (30, 300)
     for key, value in straight["train_model"].items():
         assert torch.equal(resumed["train_model"][key], value), key
+    # ...and the same record of its epochs: the cut-short one is redone whole, over all its steps.
+    def losses(state):
+        return [(h["epoch"], h["step"], h["train_loss"]) for h in state["history"]]
+    assert losses(resumed) == losses(straight)
 
 
 KILL_MID_WRITE = textwrap.dedent("""

@@ -256,6 +256,25 @@ def test_out_of_range_numbers_are_refused_by_name(capsys):
         assert f"{flag}: must" in (err := capsys.readouterr().err) and says in err, err
 
 
+def test_a_time_budget_ending_mid_epoch_still_leaves_the_final_reports(tmp_path, synthetic_dir, capsys):
+    from training import checkpoint
+    from training.train import main
+
+    run = tmp_path / "run"
+    flags = [*TINY_MODEL_FLAGS, "--batch-size", "4", "--epochs", "100000", "--sample-every", "100000"]
+    result = main(["--data", str(synthetic_dir), "--out", str(run), *flags, "--max-time", "2"])
+    state = checkpoint.load(run / "checkpoint.pt")
+    assert state["batch"] or result["training"]["epochs"] == state["epoch"]  # mid-epoch, nearly always
+    assert result["training"]["epochs"] == pytest.approx(state["epoch"] + state["batch"] / 10)
+    assert "val_psnr" in state["history"][-1] and len(list((run / "samples").glob("epoch_*.png"))) == 1
+    assert (run / "loss.png").exists() and (run / "progress.gif").exists()
+    # Its budget spent, a resume says so rather than train one more step.
+    capsys.readouterr()
+    main(["--out", str(run), "--resume"])
+    assert "has used its --max-time" in capsys.readouterr().out
+    assert checkpoint.load(run / "checkpoint.pt")["step"] == state["step"]
+
+
 def test_a_program_calling_main_keeps_ctrl_c_as_keyboard_interrupt(tmp_path, synthetic_dir):
     # Benchmarks run main() in a loop: a Ctrl-C must stop them, not cut one run short and go on.
     import os

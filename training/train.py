@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
                                   weight_decay=s.get("weight_decay", 0.0))
 
     epoch, step, elapsed, history, batches_done = 0, 0, 0.0, [], 0
+    partial_sums = torch.zeros(3)  # of an epoch cut short: its loss sums so far (over every rank)
     best = None  # the served weights at the best validation PSNR so far, with when and how good
     schedule = Schedule(total_steps, s["max_time"])
     ckpt_path = out / "checkpoint.pt"
@@ -436,8 +437,10 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"error: {ckpt_path} does not fit this run ({str(exc).splitlines()[0][:200]})") from None
-        epoch, step, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
-        batches_done = state.get("batch", 0)  # of an epoch a Ctrl-C or --max-time cut short: its rest comes next
+        epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
+        # An epoch a Ctrl-C or --max-time cut short: its rest comes next, and its entry is redone whole.
+        batches_done, partial_sums = state.get("batch", 0), state.get("batch_sums", partial_sums)
+        history = [entry for entry in state["history"] if not entry.get("partial")]
         best = state.get("best")
         restore_rng(state, device, rank, world, s["seed"])
         if "schedule" in state:  # a checkpoint from before had none: it resumes as it always did
@@ -447,7 +450,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             # The run's length and its photos' place hold for later resumes too; --compile, --device
             # and the like are for this session only.
             config = json.loads((out / "config.json").read_text())
-            config.update({key: s[key] for key in ("epochs", "max_time", "data", "data_fingerprint")})
+            config.update({key: s[key] for key in ("epochs", "max_time", "data", "data_fingerprint", "out")})
             checkpoint.write_text_atomic(out / "config.json", json.dumps(config, indent=2))
     else:
         if init_state:
@@ -479,6 +482,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             "vae_config": cfg.to_dict(), "loss_config": loss_cfg.to_dict(), "schedule": schedule.to_dict(),
             "batch": batches_done,
         }
+        if batches_done:
+            state["batch_sums"] = sums.detach().cpu()
         if ema:
             state["train_model"] = vae.state_dict()
         if best:
@@ -504,12 +509,15 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
     session_start, session_images = time.perf_counter(), 0
     start_elapsed, last_ckpt = elapsed, time.perf_counter()
     clock = elapsed  # the time the schedule follows: rank 0's, so every rank applies the same LR and beta
-    stop = False
+    stop = bool(s["max_time"] and elapsed >= s["max_time"])
+    if stop and master:
+        print(f"the run has used its --max-time ({s['max_time']:g} s): resume with a larger one, or 0, to train more")
+    sums = partial_sums.to(device)
     with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
         while epoch < s["epochs"] and not stop:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
             perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
-            sums = torch.zeros(3, device=device)
+            sums = partial_sums.to(device) if batches_done else torch.zeros(3, device=device)
             first = batches_done
             for b in range(first, steps_per_epoch):
                 start = b * s["batch_size"] + rank * local_batch
@@ -526,7 +534,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
                 elapsed = start_elapsed + time.perf_counter() - session_start
                 bar.update(1)
                 if step % 10 == 0 or b == steps_per_epoch - 1:
-                    loss_v, mse_v, kl_v = (sums / (b + 1 - first)).tolist()
+                    loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
                     rate = session_images / (time.perf_counter() - session_start)
                     bar.set_description(f"epoch {epoch + 1}/{s['epochs']}")
                     bar.set_postfix_str(f"loss {loss_v:.4f} mse {mse_v:.4f} kl {kl_v:.1f} beta {beta_at(loss_cfg, progress):.3g} {rate:,.0f} img/s")
@@ -537,9 +545,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
                         break
             # Cut short mid-epoch: the checkpoint keeps how far it got, and a resume trains the rest.
             batches_done = b + 1 if stop and b + 1 < steps_per_epoch else 0
-            if batches_done:
-                break
-            epoch += 1
+            if not batches_done:
+                epoch += 1
             if world > 1:  # the epoch's training numbers over every rank's images, not rank 0's alone
                 dist.all_reduce(sums)
                 sums /= world
@@ -556,14 +563,19 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             rngs = rng_states(device, world) if due else None  # every rank takes part in gathering them
             if not master:
                 continue
-            loss_v, mse_v, kl_v = (sums / (b + 1 - first)).tolist()
-            entry = {"epoch": epoch, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
+            loss_v, mse_v, kl_v = (sums / (b + 1)).tolist()
+            trained = epochs_trained(epoch, batches_done, steps_per_epoch)
+            entry = {"epoch": trained, "step": step, "elapsed": round(elapsed, 2), "train_loss": loss_v,
                      "train_recon": mse_v, "train_kl": kl_v}
+            if batches_done:
+                entry["partial"] = True
             if metrics:
-                best = keep_best(best, served, metrics, epoch, step)
+                best = keep_best(best, served, metrics, trained, step)
                 entry.update({f"val_{k}": v for k, v in metrics.items()})
-                bar.write(f"epoch {epoch}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
-                frame = out / "samples" / f"epoch_{epoch:04d}.png"
+                bar.write(f"epoch {trained}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
+                # A cut-short epoch's frame sorts after the last whole epoch's and before its own.
+                frame = out / "samples" / (f"epoch_{epoch:04d}_{batches_done:05d}.png" if batches_done
+                                           else f"epoch_{epoch:04d}.png")
                 # A quick fit on a subset for the picture; the final one below uses every photo.
                 quick = prior.fit(served.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
                 sample_grid(served, val, fixed_u, quick, device, frame)
@@ -582,7 +594,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
     if _agree(metrics is not None and not math.isfinite(metrics["psnr"]), device, world):
         diverged("the validation reconstructions")
     if master:
-        best = keep_best(best, served, metrics, epoch, step)
+        best = keep_best(best, served, metrics, epochs_trained(epoch, batches_done, steps_per_epoch), step)
         def fit_prior(encoder) -> dict:
             return {**prior.fit(encoder, train, device, seed=s["seed"]), "data": str(s["data"]),
                     "filter": list(s["filter"])}
@@ -592,7 +604,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
         rate = session_images / max(time.perf_counter() - session_start, 1e-9)
         result = {
             "validation": {**metrics, "images": len(val), "mean_image_psnr": mean_image_psnr(train, val.to(train.device))},
-            "training": {"images": len(train), "skipped": len(data.skipped), "epochs": epoch, "steps": step,
+            "training": {"images": len(train), "skipped": len(data.skipped),
+                         "epochs": epochs_trained(epoch, batches_done, steps_per_epoch), "steps": step,
                          "seconds": round(elapsed, 1), "images_per_second": round(rate, 1),
                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                          "precision": precision, "ema": s.get("ema") or 0.0,
@@ -616,6 +629,11 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def epochs_trained(epoch: int, batches_done: int, steps_per_epoch: int) -> int | float:
+    """Whole epochs, plus the fraction of one cut short (rounded to 3 places)."""
+    return round(epoch + batches_done / steps_per_epoch, 3) if batches_done else epoch
 
 
 def keep_best(best: dict | None, served, metrics: dict, epoch: int, step: int) -> dict:
