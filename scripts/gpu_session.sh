@@ -88,7 +88,7 @@ metrics = json.loads((run / "metrics.json").read_text())
 best = {**checkpoint.best_metrics(metrics, state["best"]), "final_validation": metrics["validation"]}
 (run / "metrics.json").write_text(json.dumps(best, indent=2))
 PY
-  cp "$(ls "$run"/samples/*.png | tail -1)" "$run/samples.png" || return 1
+  cp "$(LC_ALL=C ls "$run"/samples/*.png | tail -1)" "$run/samples.png" || return 1  # C: byte order, as the frames are named for
   tar -czf "$OUT/$name.tar.gz" -C "$run" config.json metrics.json loss.png samples.png
 }
 
