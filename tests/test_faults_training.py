@@ -92,6 +92,10 @@ def test_ctrl_c_stops_the_run_cleanly_and_resume_trains_what_was_left(tmp_path, 
     assert (run / "loss.png").exists() and (run / "progress.gif").exists()
     assert sorted((run / "samples").glob("epoch_*.png"))[-1].stem.startswith(f"epoch_{state['epoch']:04d}")
 
+    # The stop's own evaluation is one an unstopped run never makes: however good, the resumed run must
+    # not keep it as its best.
+    state["best"]["validation"]["psnr"] = 99.0
+    checkpoint.save_atomic(state, run / "checkpoint.pt")
     done = subprocess.run([sys.executable, "-m", "training.train", "--out", str(run), "--resume"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -105,6 +109,7 @@ def test_ctrl_c_stops_the_run_cleanly_and_resume_trains_what_was_left(tmp_path, 
     def losses(state):
         return [(h["epoch"], h["step"], h["train_loss"]) for h in state["history"]]
     assert losses(resumed) == losses(straight)
+    assert resumed["best"]["step"] == straight["best"]["step"]
 
 
 KILL_MID_WRITE = textwrap.dedent("""

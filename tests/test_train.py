@@ -258,7 +258,7 @@ def test_out_of_range_numbers_are_refused_by_name(capsys):
 
 def test_a_time_budget_ending_mid_epoch_still_leaves_the_final_reports(tmp_path, synthetic_dir, capsys):
     from training import checkpoint
-    from training.train import main
+    from training.train import epochs_trained, main
 
     run = tmp_path / "run"
     flags = [*TINY_MODEL_FLAGS, "--batch-size", "4", "--epochs", "100000", "--sample-every", "100000"]
@@ -268,11 +268,14 @@ def test_a_time_budget_ending_mid_epoch_still_leaves_the_final_reports(tmp_path,
     assert result["training"]["epochs"] == pytest.approx(state["epoch"] + state["batch"] / 10)
     assert "val_psnr" in state["history"][-1] and len(list((run / "samples").glob("epoch_*.png"))) == 1
     assert (run / "loss.png").exists() and (run / "progress.gif").exists()
-    # Its budget spent, a resume says so rather than train one more step.
+    # Its budget spent, a resume says so, and leaves the run and its records as they are.
     capsys.readouterr()
-    main(["--out", str(run), "--resume"])
-    assert "has used its --max-time" in capsys.readouterr().out
-    assert checkpoint.load(run / "checkpoint.pt")["step"] == state["step"]
+    records = [(run / name).read_bytes() for name in ("checkpoint.pt", "metrics.json")]
+    assert main(["--out", str(run), "--resume"]) is None
+    printed = capsys.readouterr().out
+    assert "nothing to train" in printed and "--max-time (2 s)" in printed
+    assert [(run / name).read_bytes() for name in ("checkpoint.pt", "metrics.json")] == records
+    assert epochs_trained(7, 1999, 2000) == 7.999 and epochs_trained(15, 8, 10) == 15.8  # never rounded up
 
 
 def test_a_program_calling_main_keeps_ctrl_c_as_keyboard_interrupt(tmp_path, synthetic_dir):

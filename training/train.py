@@ -440,8 +440,9 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
         epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
         # An epoch a Ctrl-C or --max-time cut short: its rest comes next, and its entry is redone whole.
         batches_done, partial_sums = state.get("batch", 0), state.get("batch_sums", partial_sums)
-        history = [entry for entry in state["history"] if not entry.get("partial")]
-        best = state.get("best")
+        history = state["history"]
+        # The best weights as they were before the cut: its evaluation is one an unstopped run never makes.
+        best = state["best_before_cut"] if batches_done and "best_before_cut" in state else state.get("best")
         restore_rng(state, device, rank, world, s["seed"])
         if "schedule" in state:  # a checkpoint from before had none: it resumes as it always did
             schedule = Schedule(**state["schedule"]).extended_to(total_steps, s["max_time"], step, elapsed)
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             "batch": batches_done,
         }
         if batches_done:
-            state["batch_sums"] = sums.detach().cpu()
+            state["batch_sums"], state["best_before_cut"] = sums.detach().cpu(), best_before_cut
         if ema:
             state["train_model"] = vae.state_dict()
         if best:
@@ -504,15 +505,22 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
     if master:
         print(f"{len(train)} training / {len(val)} validation images at {cfg.image_size}px on {device}"
               f"{f' x{world}' if world > 1 else ''} ({precision}); {parameters / 1e6:.1f}M parameters")
+    if args.resume and (epoch >= s["epochs"] or (s["max_time"] and elapsed >= s["max_time"])):
+        # Nothing to train: the run, its checkpoint and its records stay as they are.
+        if master:
+            limit = f"--epochs ({s['epochs']})" if epoch >= s["epochs"] else f"--max-time ({s['max_time']:g} s)"
+            print(f"nothing to train: {out} has reached its {limit}; resume with a larger one to train more")
+        if world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return None
     # With a time budget the step count is unknown: the bar then counts steps without a total.
     bar = tqdm(total=None if s["max_time"] else total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
     session_start, session_images = time.perf_counter(), 0
     start_elapsed, last_ckpt = elapsed, time.perf_counter()
     clock = elapsed  # the time the schedule follows: rank 0's, so every rank applies the same LR and beta
-    stop = bool(s["max_time"] and elapsed >= s["max_time"])
-    if stop and master:
-        print(f"the run has used its --max-time ({s['max_time']:g} s): resume with a larger one, or 0, to train more")
-    sums = partial_sums.to(device)
+    stop = False
+    sums, best_before_cut = partial_sums.to(device), best
     with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
         while epoch < s["epochs"] and not stop:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
@@ -570,6 +578,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             if batches_done:
                 entry["partial"] = True
             if metrics:
+                best_before_cut = best
                 best = keep_best(best, served, metrics, trained, step)
                 entry.update({f"val_{k}": v for k, v in metrics.items()})
                 bar.write(f"epoch {trained}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, KL {metrics['kl']:.1f}")
@@ -580,6 +589,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
                 quick = prior.fit(served.encoder, train, device, copies=1, max_images=512, seed=s["seed"])
                 sample_grid(served, val, fixed_u, quick, device, frame)
                 report.save_gif(sorted((out / "samples").glob("epoch_*.png")), out / "progress.gif")
+            if history and history[-1].get("partial"):
+                history.pop()  # the cut-short epoch's entry: that epoch is whole now
             history.append(entry)
             if evaluating:
                 report.plot_losses(history, out / "loss.png")
@@ -632,8 +643,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
 
 
 def epochs_trained(epoch: int, batches_done: int, steps_per_epoch: int) -> int | float:
-    """Whole epochs, plus the fraction of one cut short (rounded to 3 places)."""
-    return round(epoch + batches_done / steps_per_epoch, 3) if batches_done else epoch
+    """Whole epochs, plus the fraction of one cut short (rounded down to 3 places: never a whole one)."""
+    return epoch + batches_done * 1000 // steps_per_epoch / 1000 if batches_done else epoch
 
 
 def keep_best(best: dict | None, served, metrics: dict, epoch: int, step: int) -> dict:
