@@ -17,10 +17,19 @@ CHUNK = 1 << 20
 
 
 def save_atomic(state: dict, path: str | Path) -> None:
-    path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getbuffer()
+    write_atomic(path, buffer.getbuffer())
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """A small file (config.json, metrics.json) that is never seen half-written."""
+    write_atomic(path, text.encode())
+
+
+def write_atomic(path: str | Path, data) -> None:
+    """data (bytes-like) as the file at path: a temporary file beside it, flushed, fsynced, renamed over it."""
+    path = Path(path)
     # Leftovers of a writer that was killed mid-write are never read; clear them away.
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         stale.unlink(missing_ok=True)
@@ -36,14 +45,6 @@ def save_atomic(state: dict, path: str | Path) -> None:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """A small file (config.json, metrics.json) that is never seen half-written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -519,8 +519,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
     session_start, session_images = time.perf_counter(), 0
     start_elapsed, last_ckpt = elapsed, time.perf_counter()
     clock = elapsed  # the time the schedule follows: rank 0's, so every rank applies the same LR and beta
-    stop = False
-    sums, best_before_cut = partial_sums.to(device), best
+    stop, best_before_cut = False, best
     with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
         while epoch < s["epochs"] and not stop:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
@@ -601,11 +600,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
 
     result = None
     final_rngs = rng_states(device, world)
-    metrics = evaluate(served, val, device) if master else None
-    if _agree(metrics is not None and not math.isfinite(metrics["psnr"]), device, world):
-        diverged("the validation reconstructions")
-    if master:
-        best = keep_best(best, served, metrics, epochs_trained(epoch, batches_done, steps_per_epoch), step)
+    if master:  # metrics, best: the last epoch's, which evaluated (and checked) these very weights
         def fit_prior(encoder) -> dict:
             return {**prior.fit(encoder, train, device, seed=s["seed"]), "data": str(s["data"]),
                     "filter": list(s["filter"])}
