@@ -79,8 +79,8 @@ def _reduced(im: Image.Image, size: int) -> Image.Image:
     """A big image with an alpha channel shrunk by a whole factor as soon as it is decoded, keeping
     at least 3x the pixels needed (as JPEG's draft mode does while decoding). Turning it upright and
     compositing it on white would otherwise each make full-size copies: 1.3 GB for a 40-megapixel
-    RGBA WebP. The whole-factor reduction rounds the image's far edges a little differently from
-    resize's own: for a 3000x2000 RGBA photo at 128 px, 44 dB PSNR from the full-size path's."""
+    RGBA WebP (benchmarks/decode_memory.py). The whole-factor reduction rounds the image's far edges
+    a little differently from resize's own, so the result is close to, not equal to, the full-size path's."""
     factor = int(max(im.size) / size / 3.0)
     if factor < 2 or im.mode not in ("LA", "RGBA"):
         return im
