@@ -3,7 +3,7 @@
     python -m benchmarks.train_speed                      # CUDA if present, else CPU
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
     python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
-    python -m benchmarks.train_speed --flops                # floating-point operations per training image
+    python -m benchmarks.train_speed --flops --variants model subpixel  # operations per training image
     python -m benchmarks.train_speed --batch-sizes 1024 --compile default max-autotune-no-cudagraphs \
         --variants model explicit-upsample padded-ends --profile  # levers, A/B, a kernel table each
 
@@ -23,6 +23,12 @@ model takes it (tests/test_train_speed.py checks each computes what the model do
       the output channels, one per output pixel of each 2x2 block, then a pixel shuffle. More
       multiply-adds than the fold (9 taps against 4 per output), but the most tuned kind of
       kernel cuDNN has, where the fold runs a transposed convolution.
+  s2d-ends: the full-resolution tensors (3 and 16 channels, where tensor cores are used worst) held
+      in 2x2 blocks of pixels, as half-size tensors of 4x the channels: the encoder's stem, the
+      decoder's last upsampling and its output convolution become convolutions of those;
+  s2d-stage: that, and the half-size stage (16 channels) in blocks too: no tensor narrower than
+      32 channels, at 4x the multiply-adds of that stage's residual blocks.
+Variants join with '+' (subpixel+s2d-stage), applied in order: a later one's layers win.
 Writes benchmarks/results/train_speed_<device>.json (and, with --profile, the operations
 that took the time, per setting: train_speed_<device>_profile.txt), or into --out, after every
 setting; a setting that fails (out of memory, a compile error) is recorded and the rest still run.
@@ -66,23 +72,78 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv._conv_forward(x, weight, bias)[:, : conv.out_channels]
 
 
-# Sub-pixel form of nearest 2x upsampling then a 3x3 convolution, per axis: output row 2i+a
-# reads input rows i-1, i, i+1 (the rows of each matrix) through the 3x3 kernel's taps (its
-# columns). Row 2i: i-1 by tap 0, i by taps 1 and 2; row 2i+1: i by taps 0 and 1, i+1 by tap 2.
-_PHASES = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
-                        [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+# Convolutions computed on tensors stored in blocks: a tensor with block factor b holds each b x b
+# block of pixels as one pixel of b*b times the channels (channel c * b*b + a * b + a', as
+# F.pixel_unshuffle lays them out). Every convolution here, after an optional nearest upsampling,
+# is then a plain stride-`step` convolution of the blocked input that writes the blocked output,
+# with a kernel gathered from the original one (block_taps). That turns the narrow full-resolution
+# layers (3 and 16 channels), which use tensor cores worst, into wide half-resolution ones.
+
+def _to_blocks(x: torch.Tensor, b: int, channels: int) -> torch.Tensor:
+    """F.pixel_unshuffle by b, written for channels-last (CUDA's pixel_(un)shuffle has no channels-last
+    kernel and would copy to the other layout and back), its channels zero-padded up to `channels` in
+    the same copy."""
+    n, c, h, w = x.shape
+    cells = x.permute(0, 2, 3, 1).reshape(n, h // b, b, w // b, b, c).permute(0, 1, 3, 5, 2, 4)
+    return F.pad(cells.reshape(n, h // b, w // b, c * b * b), (0, channels - c * b * b)).permute(0, 3, 1, 2)
 
 
-def _subpixel_convolve(conv: UpsampleConv, x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    # (out, in, 3, 3) -> (out * 4, in, 3, 3), output channel o * 4 + a * 2 + b as pixel_shuffle reads it
-    phases = phases.to(conv.weight.dtype)
-    weight = torch.einsum("apk,bql,oikl->oabipq", phases, phases, conv.weight).flatten(0, 2)
-    y = F.conv2d(x, weight, conv.bias.repeat_interleave(4), padding=1)
-    # pixel_shuffle, written for channels-last: CUDA's pixel_shuffle has no channels-last kernel and
-    # would copy to the other layout and back. Here one copy, (n, h, a, w, b, o) -> (n, 2h, 2w, o).
-    n, c4, h, w = y.shape
-    shuffled = y.permute(0, 2, 3, 1).reshape(n, h, w, c4 // 4, 2, 2).permute(0, 1, 4, 2, 5, 3)
-    return shuffled.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
+def _from_blocks(y: torch.Tensor, b: int) -> torch.Tensor:
+    """F.pixel_shuffle by b, for channels-last: one copy, (n, h, w, c, a, a') -> (n, h, a, w, a', c)."""
+    n, cbb, h, w = y.shape
+    pixels = y.permute(0, 2, 3, 1).reshape(n, h, w, cbb // (b * b), b, b).permute(0, 1, 4, 2, 5, 3)
+    return pixels.reshape(n, h * b, w * b, cbb // (b * b)).permute(0, 3, 1, 2)
+
+
+def block_taps(kernel: int, stride: int, padding: int, upsample: int, block_in: int, block_out: int):
+    """One axis of a convolution (after nearest upsampling) on blocked tensors: taps[a, j, p, t] is 1
+    where tap t of output phase a reads input phase p of input cell step * i + j - pad, for output cell i.
+    Returns (taps, step, pad). Output row y = block_out * i + a reads upsampled row stride * y - padding + t,
+    which is input row r = (stride * y - padding + t) // upsample, in cell r // block_in at phase r % block_in."""
+    step, remainder = divmod(stride * block_out, upsample * block_in)
+    if remainder or not step:
+        raise ValueError("each output cell must start on an input cell")
+    rows = {(a, t): (stride * a - padding + t) // upsample for a in range(block_out) for t in range(kernel)}
+    cells = [row // block_in for row in rows.values()]  # relative to cell step * i
+    pad = -min(cells)
+    taps = torch.zeros(block_out, max(cells) + pad + 1, block_in, kernel)
+    for (a, t), row in rows.items():
+        taps[a, row // block_in + pad, row % block_in, t] = 1.0
+    return taps, step, pad
+
+
+def _block_conv(conv: nn.Conv2d, x: torch.Tensor, taps: torch.Tensor, step: int, pad: int, block_out: int,
+                unblock_input: int = 1, unblock_output: bool = False) -> torch.Tensor:
+    if unblock_input > 1:
+        x = _from_blocks(x, unblock_input)
+    taps = taps.to(conv.weight.dtype)
+    # (o, c, kh, kw) -> (o * bo * bo, c * bi * bi, kh', kw'), channels in the blocked order
+    weight = torch.einsum("ajpt,bkqu,octu->oabcpqjk", taps, taps, conv.weight).flatten(0, 2).flatten(1, 3)
+    out = weight.shape[0]
+    pad_out = -out % TENSOR_CORE_CHANNELS
+    weight = F.pad(weight, (0, 0, 0, 0, 0, x.shape[1] - weight.shape[1], 0, pad_out))
+    bias = F.pad(conv.bias.repeat_interleave(block_out * block_out), (0, pad_out))
+    y = F.conv2d(x, weight, bias, stride=step, padding=pad)
+    y = y[:, :out] if pad_out else y
+    return _from_blocks(y, block_out) if unblock_output else y
+
+
+def _blocked(conv: nn.Conv2d, block_in: int, block_out: int, *, block_input: bool = False, unblock_input: int = 1,
+             unblock_output: bool = False):
+    """conv's forward, computed on an input with block factor block_in (blocked here first if
+    block_input; unblocked from unblock_input first if given) and writing block factor block_out (or
+    plain pixels, if unblock_output)."""
+    upsample = 2 if isinstance(conv, UpsampleConv) else 1
+    taps, step, pad = block_taps(conv.kernel_size[0], conv.stride[0], conv.padding[0], upsample, block_in, block_out)
+    # Moved to the device once, here: a host copy in every forward would sync each GPU step.
+    taps = taps.to(conv.weight.device)
+    block_conv = partial(_block_conv, conv, taps=taps, step=step, pad=pad, block_out=block_out,
+                         unblock_input=unblock_input, unblock_output=unblock_output)
+    if not block_input:
+        return block_conv
+    channels = conv.in_channels * block_in * block_in
+    channels += -channels % TENSOR_CORE_CHANNELS
+    return lambda x: block_conv(_to_blocks(x, block_in, channels))
 
 
 def _computed_as(vae: VAE, wanted, forward) -> None:
@@ -102,9 +163,47 @@ def _has_odd_channels(module) -> bool:
 
 
 def _subpixel(vae: VAE) -> None:
-    # Moved to the device once, here: a host copy in every forward would sync each GPU step.
-    phases = _PHASES.to(next(vae.parameters()).device)
-    _computed_as(vae, _is_upsample, partial(_subpixel_convolve, phases=phases))
+    for module in vae.modules():
+        if _is_upsample(module):
+            module.forward = _blocked(module, 1, 2, unblock_output=True)
+
+
+def _high_resolution_layers(vae: VAE):
+    """The layers at half the image size and above: (encoder stem, its residual blocks' convolutions, the
+    next downsampling) and (the decoder's upsampling to half size, its residual blocks' convolutions,
+    the last upsampling, the output convolution)."""
+    res_blocks = vae.cfg.res_blocks
+    encoder = list(vae.encoder.features)
+    decoder = list(vae.decoder.features)
+    ups = [i for i, m in enumerate(decoder) if _is_upsample(m)]
+    enc_convs = [c for block in encoder[2:2 + res_blocks] for c in (block.conv1, block.conv2)]
+    dec_convs = [c for block in decoder[ups[-1] - 1 - res_blocks:ups[-1] - 1] for c in (block.conv1, block.conv2)]
+    return (encoder[0], enc_convs, encoder[2 + res_blocks]), (decoder[ups[-2]], dec_convs, decoder[ups[-1]], decoder[-1])
+
+
+def _s2d_ends(vae: VAE) -> None:
+    """The full-resolution tensors in 2x2 blocks: the image into the stem; the last upsampling's output
+    into the output convolution."""
+    (stem, _, _), (_, _, last_upsample, head) = _high_resolution_layers(vae)
+    stem.forward = _blocked(stem, 2, 1, block_input=True)
+    last_upsample.forward = _blocked(last_upsample, 1, 2)
+    head.forward = _blocked(head, 2, 2, unblock_output=True)
+
+
+def _s2d_stage(vae: VAE) -> None:
+    """s2d-ends, and the half-size stage's tensors in 2x2 blocks too: no tensor narrower than 32 channels
+    is left, but the residual blocks' convolutions there do 4x their multiply-adds (a 3x3 kernel read
+    over 3x3 cells of 2x2 pixels)."""
+    (stem, enc_convs, down), (up, dec_convs, last_upsample, head) = _high_resolution_layers(vae)
+    stem.forward = _blocked(stem, 2, 2, block_input=True)
+    for conv in enc_convs + dec_convs:
+        conv.forward = _blocked(conv, 2, 2)
+    down.forward = _blocked(down, 2, 1)
+    up.forward = _blocked(up, 1, 2)
+    # Blocks of 2 in and out would need half a cell per output cell: unblocked first (one copy of
+    # the 16-channel tensor), as in s2d-ends.
+    last_upsample.forward = _blocked(last_upsample, 1, 2, unblock_input=2)
+    head.forward = _blocked(head, 2, 2, unblock_output=True)
 
 
 VARIANTS = {
@@ -112,7 +211,23 @@ VARIANTS = {
     "explicit-upsample": lambda vae: _computed_as(vae, _is_upsample, _upsample_then_convolve),
     "padded-ends": lambda vae: _computed_as(vae, _has_odd_channels, _padded),
     "subpixel": _subpixel,
+    "s2d-ends": _s2d_ends,
+    "s2d-stage": _s2d_stage,
 }
+
+
+def apply_variant(vae: VAE, variant: str) -> None:
+    """variant: a name of VARIANTS, or several joined by '+', applied in order (a later one's layers win)."""
+    for name in variant.split("+"):
+        VARIANTS[name](vae)
+
+
+def variant_name(text: str) -> str:
+    unknown = [name for name in text.split("+") if name not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)}, "
+                                         "or several joined by '+')")
+    return text
 
 
 def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
@@ -121,7 +236,7 @@ def measure(settings: dict, batch: int, device: torch.device, compile_mode: str 
     cfg = VAEConfig.from_dict(settings)
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
-    VARIANTS[variant](vae)
+    apply_variant(vae, variant)
     model, loss_fn = vae, forward_loss
     if compile_mode:
         torch._dynamo.reset()  # forward_loss is compiled once per setting, not recompiled until dynamo gives up
@@ -184,12 +299,13 @@ def profile_table(steps, device: torch.device, rows: int = 25) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
 
 
-def flops_per_image(settings: dict) -> float:
+def flops_per_image(settings: dict, variant: str = "model") -> float:
     """Forward + backward of one training image, counted by torch (the optimizer's few are left out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = VAEConfig.from_dict(settings)
     vae, x = VAE(cfg), torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    apply_variant(vae, variant)
     with FlopCounterMode(display=False) as counter:
         recon, mu, logvar = vae(x)
         vae_loss(x, recon, mu, logvar, LossConfig(beta=settings["beta"]), 0.5)[0].backward()
@@ -206,8 +322,9 @@ def main() -> None:
     p.add_argument("--compile-scope", nargs="+", choices=COMPILE_SCOPES, default=["step"],
                    help="what --compile compiles: the step's forward pass, as the trainer does, or the model alone")
     p.add_argument("--fused", action="store_true", help="also measure AdamW's fused kernel (not the trainer's yet)")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["model"],
-                   help="the model as it is, and the same function computed other ways (see above)")
+    p.add_argument("--variants", nargs="+", type=variant_name, default=["model"], metavar="VARIANT",
+                   help=f"the model as it is, and the same function computed other ways: {', '.join(VARIANTS)}, "
+                   "or several joined by '+' (see above)")
     p.add_argument("--profile", action="store_true",
                    help="after each timing, profile 5 steps: train_speed_<device>_profile.txt")
     p.add_argument("--flops", action="store_true", help="only print the operations per training image")
@@ -218,7 +335,9 @@ def main() -> None:
     args = p.parse_args()
     settings = vars(build_parser().parse_args(["--out", "unused"]))
     if args.flops:
-        print(f"{flops_per_image(settings) / 1e9:.2f} GFLOP per training image (forward + backward)")
+        for variant in args.variants:
+            print(f"{variant}: {flops_per_image(settings, variant) / 1e9:.2f} GFLOP per training image "
+                  "(forward + backward)")
         return
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")

@@ -33,7 +33,7 @@ SPEED_TIMEOUT=${SPEED_TIMEOUT:-360}
 SPEED_TESTS=${SPEED_TESTS:-1}  # 0: skip tests/test_cuda.py (a second speed call on the same machine)
 BATCH=${BATCH:-256}
 SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "1024 2048"; each setting compiled costs ~25 s
-# e.g. "--fused --variants model explicit-upsample padded-ends subpixel --profile": also time AdamW's
+# e.g. "--fused --variants model padded-ends subpixel+s2d-ends --profile": also time AdamW's
 # fused kernel and the same network computed other ways, with a kernel table per setting
 # (benchmarks/train_speed.py)
 SPEED_FLAGS=${SPEED_FLAGS:-}

@@ -7,21 +7,59 @@ from tests.conftest import needs_torch
 pytestmark = needs_torch
 torch = pytest.importorskip("torch")
 
-from benchmarks.train_speed import VARIANTS  # noqa: E402
+from benchmarks.train_speed import VARIANTS, apply_variant, variant_name  # noqa: E402
 from model.vae import VAE, VAEConfig  # noqa: E402
 
+COMPOSED = ["subpixel+s2d-ends", "subpixel+s2d-stage"]
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "model"])
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "model"] + COMPOSED)
 def test_each_variant_computes_the_models_function(variant):
     torch.manual_seed(0)
-    cfg = VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=32)
+    # Two residual blocks a stage: the blocked variants must find every layer of the stage they change.
+    cfg = VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=32, res_blocks=2)
     model, other = VAE(cfg).double(), VAE(cfg).double()
+    for weights in model.parameters():  # the residual blocks start as the identity: no zeros to hide behind
+        torch.nn.init.normal_(weights, std=0.1)
     other.load_state_dict(model.state_dict())
-    VARIANTS[variant](other)
+    apply_variant(other, variant)
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     z = torch.randn(2, 16, dtype=torch.float64)
+    for vae in (model, other):
+        mu, logvar = vae.encoder(x)
+        (mu.square().sum() + logvar.sum() + vae.decoder(z).square().sum()).backward()
     assert torch.allclose(other.encoder(x)[0], model.encoder(x)[0], atol=1e-10)
     assert torch.allclose(other.decoder(z), model.decoder(z), atol=1e-10)
+    for (name, ours), theirs in zip(other.named_parameters(), model.parameters()):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-9), name
     # ...and really computes it another way: some layer no longer runs the model's own forward.
     replaced = [m for m in other.modules() if "forward" in vars(m)]
     assert replaced, f"{variant} changed nothing"
+
+
+def test_an_unknown_variant_is_named():
+    assert variant_name("subpixel+s2d-ends") == "subpixel+s2d-ends"
+    with pytest.raises(Exception, match="'s2d'"):
+        variant_name("subpixel+s2d")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS) + COMPOSED)
+def test_each_variant_compiles_to_one_graph_once(variant):
+    """A graph break or a recompile per step would time the compiler, not the variant."""
+    from contextlib import nullcontext
+
+    from torch._dynamo.testing import CompileCounter
+
+    from training.losses import LossConfig
+    from training.train import build_parser, forward_loss
+
+    torch._dynamo.reset()
+    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
+    apply_variant(vae, variant)
+    counter = CompileCounter()
+    compiled = torch.compile(forward_loss, backend=counter, fullgraph=True)  # fullgraph: a break raises
+    for _ in range(2):
+        batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+        compiled(vae, batch, torch.device("cpu"), settings, LossConfig(beta=0.1), nullcontext())
+    assert counter.frame_count == 1
