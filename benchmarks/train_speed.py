@@ -4,6 +4,7 @@
     python -m benchmarks.train_speed --batch-sizes 64 256 512 --compile
     python -m benchmarks.train_speed --precision fp32 bf16  # the CPU, with and without bf16
     python -m benchmarks.train_speed --flops --variants model subpixel  # operations per training image
+    python -m benchmarks.train_speed --bytes --variants model subpixel  # activations kept for backward
     python -m benchmarks.train_speed --batch-sizes 1024 --compile default max-autotune-no-cudagraphs \
         --variants model explicit-upsample padded-ends --profile  # levers, A/B, a kernel table each
 
@@ -312,6 +313,35 @@ def flops_per_image(settings: dict, variant: str = "model") -> float:
     return counter.get_total_flops() / len(x)
 
 
+def saved_bytes_per_image(settings: dict, variant: str = "model", precision: str = "bf16") -> float:
+    """Bytes the trainer's forward pass keeps for backward, per training image, eager (compiled, the
+    partitioner may keep fewer and recompute the rest). Backward reads each once after forward wrote it:
+    a floor on the step's memory traffic. Taken as the difference between two batch sizes, so the
+    once-per-step bf16 copies of the weights drop out."""
+    from contextlib import nullcontext
+
+    cfg = VAEConfig.from_dict(settings)
+    loss_cfg = LossConfig(beta=settings["beta"])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+    def kept(batch: int) -> int:
+        torch.manual_seed(0)
+        vae = VAE(cfg).to(memory_format=torch.channels_last)
+        apply_variant(vae, variant)
+        storages = {}  # by address: views of one tensor share its storage, counted once
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            forward_loss(vae, images, torch.device("cpu"), settings, loss_cfg, autocast)
+        return sum(storages.values())
+
+    return (kept(8) - kept(4)) / 4
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -328,6 +358,8 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="after each timing, profile 5 steps: train_speed_<device>_profile.txt")
     p.add_argument("--flops", action="store_true", help="only print the operations per training image")
+    p.add_argument("--bytes", action="store_true",
+                   help="only print the bytes kept for backward per training image (bf16 autocast, eager)")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per setting")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                    help="auto: what the trainer uses on this device")
@@ -338,6 +370,11 @@ def main() -> None:
         for variant in args.variants:
             print(f"{variant}: {flops_per_image(settings, variant) / 1e9:.2f} GFLOP per training image "
                   "(forward + backward)")
+        return
+    if args.bytes:
+        for variant in args.variants:
+            print(f"{variant}: {saved_bytes_per_image(settings, variant) / 2**20:.2f} MiB kept for backward "
+                  "per training image (bf16 autocast, eager)")
         return
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")

@@ -63,3 +63,17 @@ def test_each_variant_compiles_to_one_graph_once(variant):
         batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
         compiled(vae, batch, torch.device("cpu"), settings, LossConfig(beta=0.1), nullcontext())
     assert counter.frame_count == 1
+
+
+def test_the_bytes_kept_for_backward_match_a_hand_count():
+    """The explicit form keeps each upsampled tensor (4 pixels per input pixel) where the fold keeps
+    its input: it keeps 3/4 of the upsampled tensors' bf16 bytes more, per image."""
+    from benchmarks.train_speed import saved_bytes_per_image
+    from training.train import build_parser
+
+    settings = vars(build_parser().parse_args(["--out", "unused", "--image-size", "64", "--latent-dim", "16",
+                                               "--base-channels", "8", "--max-channels", "32"]))
+    # The decoder's upsamplings at 64 px: (channels, input size) 32 at 4, 32 at 8, 16 at 16, 8 at 32.
+    upsampled = sum(channels * (2 * size) ** 2 for channels, size in [(32, 4), (32, 8), (16, 16), (8, 32)])
+    extra = saved_bytes_per_image(settings, "explicit-upsample") - saved_bytes_per_image(settings, "model")
+    assert extra == 3 / 4 * upsampled * 2  # bytes per bf16 value
