@@ -27,9 +27,10 @@ model takes it (tests/test_train_speed.py checks each computes what the model do
   s2d-ends: the full-resolution tensors (3 and 16 channels, where tensor cores are used worst) held
       in 2x2 blocks of pixels, as half-size tensors of 4x the channels: the encoder's stem, the
       decoder's last upsampling and its output convolution become convolutions of those;
-  s2d-stage: that, and the half-size stage (16 channels) in blocks too: no tensor narrower than
-      32 channels, at 4x the multiply-adds of that stage's residual blocks.
-Variants join with '+' (subpixel+s2d-stage), applied in order: a later one's layers win.
+  s2d-stage: that, and the half-size stage (16 channels) in blocks too, as 64 channels at a
+      quarter of the size; its residual blocks' convolutions then do 4x their multiply-adds.
+Variants join with '+' (subpixel+s2d-stage), applied in order: a later one's layers win (an
+s2d variant can only come last, and only one).
 Writes benchmarks/results/train_speed_<device>.json (and, with --profile, the operations
 that took the time, per setting: train_speed_<device>_profile.txt), or into --out, after every
 setting; a setting that fails (out of memory, a compile error) is recorded and the rest still run.
@@ -48,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.common import RESULTS, save
-from model.vae import VAE, UpsampleConv, VAEConfig
+from model.vae import VAE, ResBlock, UpsampleConv, VAEConfig
 from training.ema import EMA
 from training.losses import LossConfig, vae_loss
 from training.train import PRECISIONS, autocast_for, build_parser, forward_loss, resolve_precision, train_step
@@ -81,12 +82,13 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 # layers (3 and 16 channels), which use tensor cores worst, into wide half-resolution ones.
 
 def _to_blocks(x: torch.Tensor, b: int, channels: int) -> torch.Tensor:
-    """F.pixel_unshuffle by b, written for channels-last (CUDA's pixel_(un)shuffle has no channels-last
-    kernel and would copy to the other layout and back), its channels zero-padded up to `channels` in
-    the same copy."""
+    """F.pixel_unshuffle by b of x with its channels zero-padded up to `channels`, in one copy, written
+    for channels-last (CUDA's pixel_(un)shuffle has no channels-last kernel and would copy to the other
+    layout and back)."""
     n, c, h, w = x.shape
     cells = x.permute(0, 2, 3, 1).reshape(n, h // b, b, w // b, b, c).permute(0, 1, 3, 5, 2, 4)
-    return F.pad(cells.reshape(n, h // b, w // b, c * b * b), (0, channels - c * b * b)).permute(0, 3, 1, 2)
+    cells = F.pad(cells, (0, 0, 0, 0, 0, channels - c))  # the one copy; the reshape is then a view
+    return cells.reshape(n, h // b, w // b, channels * b * b).permute(0, 3, 1, 2)
 
 
 def _from_blocks(y: torch.Tensor, b: int) -> torch.Tensor:
@@ -113,11 +115,12 @@ def block_taps(kernel: int, stride: int, padding: int, upsample: int, block_in: 
     return taps, step, pad
 
 
-def _block_conv(conv: nn.Conv2d, x: torch.Tensor, taps: torch.Tensor, step: int, pad: int, block_out: int,
-                unblock_input: int = 1, unblock_output: bool = False) -> torch.Tensor:
+def _block_conv(conv: nn.Conv2d, x: torch.Tensor, step: int, pad: int, block_out: int, unblock_input: int = 1,
+                unblock_output: bool = False) -> torch.Tensor:
     if unblock_input > 1:
         x = _from_blocks(x, unblock_input)
-    taps = taps.to(conv.weight.dtype)
+    taps = conv.block_taps.to(conv.weight.dtype)
+    assert x.shape[1] >= conv.in_channels * taps.shape[2] ** 2, "input narrower than the blocked kernel"
     # (o, c, kh, kw) -> (o * bo * bo, c * bi * bi, kh', kw'), channels in the blocked order
     weight = torch.einsum("ajpt,bkqu,octu->oabcpqjk", taps, taps, conv.weight).flatten(0, 2).flatten(1, 3)
     out = weight.shape[0]
@@ -136,14 +139,16 @@ def _blocked(conv: nn.Conv2d, block_in: int, block_out: int, *, block_input: boo
     plain pixels, if unblock_output)."""
     upsample = 2 if isinstance(conv, UpsampleConv) else 1
     taps, step, pad = block_taps(conv.kernel_size[0], conv.stride[0], conv.padding[0], upsample, block_in, block_out)
-    # Moved to the device once, here: a host copy in every forward would sync each GPU step.
-    taps = taps.to(conv.weight.device)
-    block_conv = partial(_block_conv, conv, taps=taps, step=step, pad=pad, block_out=block_out,
-                         unblock_input=unblock_input, unblock_output=unblock_output)
+    # A buffer, so it lives on the module's device (a host copy in every forward would sync each GPU
+    # step) and stays put under CUDA graphs. Not persistent: checkpoints stay as they are.
+    conv.register_buffer("block_taps", taps.to(conv.weight.device), persistent=False)
+    block_conv = partial(_block_conv, conv, step=step, pad=pad, block_out=block_out, unblock_input=unblock_input,
+                         unblock_output=unblock_output)
     if not block_input:
         return block_conv
-    channels = conv.in_channels * block_in * block_in
-    channels += -channels % TENSOR_CORE_CHANNELS
+    # Zero channels up to a multiple of 8 once blocked (a whole number of them, as b * b is 4)
+    cells = block_in * block_in
+    channels = conv.in_channels + -(conv.in_channels * cells) % TENSOR_CORE_CHANNELS // cells
     return lambda x: block_conv(_to_blocks(x, block_in, channels))
 
 
@@ -173,13 +178,14 @@ def _high_resolution_layers(vae: VAE):
     """The layers at half the image size and above: (encoder stem, its residual blocks' convolutions, the
     next downsampling) and (the decoder's upsampling to half size, its residual blocks' convolutions,
     the last upsampling, the output convolution)."""
-    res_blocks = vae.cfg.res_blocks
-    encoder = list(vae.encoder.features)
-    decoder = list(vae.decoder.features)
+    def convs_of_blocks(layers):
+        return [conv for block in layers if isinstance(block, ResBlock) for conv in (block.conv1, block.conv2)]
+
+    encoder, decoder = list(vae.encoder.features), list(vae.decoder.features)
+    down = next(i for i, m in enumerate(encoder) if i and isinstance(m, nn.Conv2d))  # the second strided conv
     ups = [i for i, m in enumerate(decoder) if _is_upsample(m)]
-    enc_convs = [c for block in encoder[2:2 + res_blocks] for c in (block.conv1, block.conv2)]
-    dec_convs = [c for block in decoder[ups[-1] - 1 - res_blocks:ups[-1] - 1] for c in (block.conv1, block.conv2)]
-    return (encoder[0], enc_convs, encoder[2 + res_blocks]), (decoder[ups[-2]], dec_convs, decoder[ups[-1]], decoder[-1])
+    return ((encoder[0], convs_of_blocks(encoder[:down]), encoder[down]),
+            (decoder[ups[-2]], convs_of_blocks(decoder[ups[-2]:ups[-1]]), decoder[ups[-1]], decoder[-1]))
 
 
 def _s2d_ends(vae: VAE) -> None:
@@ -192,9 +198,8 @@ def _s2d_ends(vae: VAE) -> None:
 
 
 def _s2d_stage(vae: VAE) -> None:
-    """s2d-ends, and the half-size stage's tensors in 2x2 blocks too: no tensor narrower than 32 channels
-    is left, but the residual blocks' convolutions there do 4x their multiply-adds (a 3x3 kernel read
-    over 3x3 cells of 2x2 pixels)."""
+    """s2d-ends, and the half-size stage's tensors in 2x2 blocks too (16 channels become 64), at 4x the
+    multiply-adds of its residual blocks' convolutions (a 3x3 kernel read over 3x3 cells of 2x2 pixels)."""
     (stem, enc_convs, down), (up, dec_convs, last_upsample, head) = _high_resolution_layers(vae)
     stem.forward = _blocked(stem, 2, 2, block_input=True)
     for conv in enc_convs + dec_convs:
@@ -218,16 +223,23 @@ VARIANTS = {
 
 
 def apply_variant(vae: VAE, variant: str) -> None:
-    """variant: a name of VARIANTS, or several joined by '+', applied in order (a later one's layers win)."""
-    for name in variant.split("+"):
+    """variant: a name of VARIANTS, or several joined by '+', applied in order (a later one's layers win;
+    variant_name checks the order)."""
+    for name in variant_name(variant).split("+"):
         VARIANTS[name](vae)
 
 
 def variant_name(text: str) -> str:
-    unknown = [name for name in text.split("+") if name not in VARIANTS]
+    names = text.split("+")
+    unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)}, "
                                          "or several joined by '+')")
+    # A blocked variant hands blocked tensors between the layers it changes: another variant after it
+    # would change one of those layers back to plain pixels.
+    blocked = [i for i, name in enumerate(names) if name.startswith("s2d")]
+    if blocked and blocked != [len(names) - 1]:
+        raise argparse.ArgumentTypeError(f"{text}: one s2d variant at most, and last")
     return text
 
 
@@ -316,7 +328,7 @@ def flops_per_image(settings: dict, variant: str = "model") -> float:
 def saved_bytes_per_image(settings: dict, variant: str = "model", precision: str = "bf16") -> float:
     """Bytes the trainer's forward pass keeps for backward, per training image, eager (compiled, the
     partitioner may keep fewer and recompute the rest). Backward reads each once after forward wrote it:
-    a floor on the step's memory traffic. Taken as the difference between two batch sizes, so the
+    an estimate of the step's least memory traffic. Taken as the difference between two batch sizes, so the
     once-per-step bf16 copies of the weights drop out."""
     from contextlib import nullcontext
 
