@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import time
 from functools import partial
@@ -354,6 +355,14 @@ def saved_bytes_per_image(settings: dict, variant: str = "model", precision: str
     return (kept(8) - kept(4)) / 4
 
 
+def fastest_variant(results: Path) -> str:
+    """The variant of the fastest setting in a results file this benchmark wrote (a failed one aside)."""
+    runs = [r for r in json.loads(results.read_text())["runs"] if "images_per_second" in r]
+    if not runs:
+        raise SystemExit(f"error: {results} holds no finished setting")
+    return max(runs, key=lambda r: r["images_per_second"])["variant"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -369,6 +378,8 @@ def main() -> None:
                    "or several joined by '+' (see above)")
     p.add_argument("--profile", action="store_true",
                    help="after each timing, profile 5 steps: train_speed_<device>_profile.txt")
+    p.add_argument("--fastest-in", type=Path, metavar="RESULTS",
+                   help="only print the variant of the fastest setting in RESULTS, a file this benchmark wrote")
     p.add_argument("--flops", action="store_true", help="only print the operations per training image")
     p.add_argument("--bytes", action="store_true",
                    help="only print the bytes kept for backward per training image (bf16 autocast, eager)")
@@ -377,6 +388,9 @@ def main() -> None:
                    help="auto: what the trainer uses on this device")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default %(default)s)")
     args = p.parse_args()
+    if args.fastest_in:
+        print(fastest_variant(args.fastest_in))
+        return
     settings = vars(build_parser().parse_args(["--out", "unused"]))
     if args.flops:
         for variant in args.variants:

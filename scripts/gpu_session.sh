@@ -37,6 +37,13 @@ SPEED_BATCHES=${SPEED_BATCHES:-$BATCH}  # e.g. "1024 2048"; each setting compile
 # fused kernel and the same network computed other ways, with a kernel table per setting
 # (benchmarks/train_speed.py)
 SPEED_FLAGS=${SPEED_FLAGS:-}
+SPEED_COMPILE=${SPEED_COMPILE-default}  # the compile modes timed beside eager; "" for eager only
+# Then, in the same call, the fastest setting's variant again at THEN_BATCHES (e.g. 2048) with
+# THEN_FLAGS (e.g. "--fused"), into $OUT/then: no person has to read the winner between two calls
+# while the machine idles towards its release.
+THEN_BATCHES=${THEN_BATCHES:-}
+THEN_FLAGS=${THEN_FLAGS:-}
+THEN_TIMEOUT=${THEN_TIMEOUT:-200}
 # At batch 256 torch.compile was slower on the H200 (14,327 images/s against 17,277 eager;
 # benchmarks/results/train_speed_cuda.json): training runs eager unless COMPILE=--compile.
 COMPILE=${COMPILE:-}
@@ -68,8 +75,21 @@ speed() {
   # Straight into $OUT, never the committed results: an old file must not come back as a new one.
   # shellcheck disable=SC2086
   # TEARDOWN_CUPTI: after each --profile table the CUDA profiler detaches, or it slows every later setting.
-  TEARDOWN_CUPTI=1 timeout "$SPEED_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT" --batch-sizes $SPEED_BATCHES --compile \
+  local compile=()
+  [ -z "$SPEED_COMPILE" ] || compile=(--compile $SPEED_COMPILE)
+  TEARDOWN_CUPTI=1 timeout "$SPEED_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT" --batch-sizes $SPEED_BATCHES "${compile[@]}" \
     --seconds "$SPEED_SECONDS" $SPEED_FLAGS || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT"
+  [ -n "$THEN_BATCHES" ] || return 0
+  local results winner
+  results=$(LC_ALL=C ls "$OUT"/train_speed_*.json 2>/dev/null | head -n 1)
+  if [ -z "$results" ] || ! winner=$("$PY" -m benchmarks.train_speed --fastest-in "$results"); then
+    echo "no fastest variant to take further"
+    return 0
+  fi
+  echo "fastest variant: $winner; now at batch $THEN_BATCHES"
+  TEARDOWN_CUPTI=1 timeout "$THEN_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT/then" --batch-sizes $THEN_BATCHES \
+    "${compile[@]}" --seconds "$SPEED_SECONDS" --variants "$winner" $THEN_FLAGS \
+    || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT/then"
 }
 
 bring_back() {  # NAME: the best weights without optimizer state, and the reports

@@ -28,6 +28,36 @@ def synthetic_manifest(folder: Path) -> Path:
     return manifest
 
 
+def assert_fits_the_device_tool(out: Path) -> list[Path]:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= MAX_FILES, files
+    for f in files:
+        rel = f.relative_to(out)
+        assert len(rel.parts) - 1 <= MAX_FOLDERS_DOWN and f.stat().st_size <= MAX_FILE_BYTES, rel
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
+    return files
+
+
+def test_gpu_session_speed_takes_the_fastest_variant_further_in_the_same_call(tmp_path):
+    """The step the next GPU session runs, on the CPU at a toy size and eager: the variants, then the
+    fastest one at another batch size, with no one reading the winner in between."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "CARRY": str(tmp_path / "carry"),
+           "SPEED_TESTS": "0", "SPEED_COMPILE": "", "SPEED_BATCHES": "2", "SPEED_SECONDS": "0.1",
+           "SPEED_FLAGS": "--variants model s2d-ends", "THEN_BATCHES": "3", "THEN_FLAGS": "--precision fp32"}
+    done = subprocess.run(["bash", "scripts/gpu_session.sh", "speed"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first = json.loads((out / "train_speed_cpu.json").read_text())["runs"]
+    assert [r["variant"] for r in first] == ["model", "s2d-ends"] and all("images_per_second" in r for r in first)
+    fastest = max(first, key=lambda r: r["images_per_second"])["variant"]
+    assert f"fastest variant: {fastest}" in done.stdout
+    then = json.loads((out / "then" / "train_speed_cpu.json").read_text())["runs"]
+    assert [(r["variant"], r["batch"], r["precision"]) for r in then] == [(fastest, 3, "fp32")]
+    assert {f.relative_to(out).as_posix() for f in assert_fits_the_device_tool(out)} == {
+        "session.log", "train_speed_cpu.json", "then/train_speed_cpu.json"}
+
+
 def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, synthetic_dir, tiny_run):
     import torch
 
@@ -45,12 +75,7 @@ def test_gpu_session_train_output_fits_the_device_tool_and_exports(tmp_path, syn
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[scratch] validation: PSNR" in done.stdout and "[finetune] validation: PSNR" in done.stdout
 
-    files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) <= MAX_FILES, files
-    for f in files:
-        rel = f.relative_to(out)
-        assert len(rel.parts) - 1 <= MAX_FOLDERS_DOWN and f.stat().st_size <= MAX_FILE_BYTES, rel
-        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
+    files = assert_fits_the_device_tool(out)
     assert {f.name for f in files} == {"session.log", "scratch.pt", "scratch.tar.gz", "finetune.pt",
                                        "finetune.tar.gz"}
 

@@ -91,3 +91,18 @@ def test_the_bytes_kept_for_backward_match_a_hand_count():
     upsampled = sum(channels * (2 * size) ** 2 for channels, size in [(32, 4), (32, 8), (16, 16), (8, 32)])
     extra = saved_bytes_per_image(settings, "explicit-upsample") - saved_bytes_per_image(settings, "model")
     assert extra == 3 / 4 * upsampled * 2  # bytes per bf16 value
+
+
+def test_the_fastest_variant_is_read_from_finished_settings_only(tmp_path):
+    import json
+
+    from benchmarks.train_speed import fastest_variant
+
+    results = tmp_path / "train_speed_cuda.json"
+    runs = [{"variant": "model", "images_per_second": 20000.0}, {"variant": "s2d-stage", "error": "OutOfMemoryError"},
+            {"variant": "subpixel", "images_per_second": 25000.0}, {"variant": "s2d-ends", "images_per_second": 21000.0}]
+    results.write_text(json.dumps({"runs": runs}))
+    assert fastest_variant(results) == "subpixel"
+    results.write_text(json.dumps({"runs": runs[1:2]}))
+    with pytest.raises(SystemExit, match="train_speed_cuda.json holds no finished setting"):
+        fastest_variant(results)
