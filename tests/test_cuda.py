@@ -7,11 +7,18 @@ torch = pytest.importorskip("torch")
 pytestmark = [needs_torch, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_a_training_step_never_waits_for_the_host(compiled):
+# The model eager and compiled; the speed benchmark's other ways to compute it eager (their compiled
+# graphs read only the model and the batch: tests/test_train_speed.py, on the CPU).
+STEPS = [(False, "model"), (True, "model"), (False, "explicit-upsample"), (False, "padded-ends"),
+         (False, "subpixel"), (False, "s2d-ends"), (False, "s2d-stage")]
+
+
+@pytest.mark.parametrize("compiled, variant", STEPS, ids=[("compiled-" if c else "eager-") + v for c, v in STEPS])
+def test_a_training_step_never_waits_for_the_host(compiled, variant):
     """A small VAE is fast on a GPU only if the CPU can queue steps ahead of it: no hidden
     host-device synchronisation (.item(), copies from pageable memory) inside a step, eager or
     as --compile runs it."""
+    from benchmarks.train_speed import apply_variant
     from model.vae import VAE, VAEConfig
     from training.losses import LossConfig
     from training.train import build_parser, forward_loss, train_step
@@ -19,6 +26,7 @@ def test_a_training_step_never_waits_for_the_host(compiled):
     device = torch.device("cuda")
     settings = vars(build_parser().parse_args(["--out", "unused"]))
     vae = VAE(VAEConfig()).to(device, memory_format=torch.channels_last)
+    apply_variant(vae, variant)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (64, 3, 128, 128), dtype=torch.uint8, device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)
