@@ -81,7 +81,7 @@ speed() {
     --seconds "$SPEED_SECONDS" $SPEED_FLAGS || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT"
   [ -n "$THEN_BATCHES" ] || return 0
   local results winner
-  results=$(LC_ALL=C ls "$OUT"/train_speed_*.json 2>/dev/null | head -n 1)
+  results=$(LC_ALL=C ls "$OUT"/train_speed_*.json 2>/dev/null | head -n 1 || true)
   if [ -z "$results" ] || ! winner=$("$PY" -m benchmarks.train_speed --fastest-in "$results"); then
     echo "no fastest variant to take further"
     return 0
