@@ -45,7 +45,7 @@ THEN_BATCHES=${THEN_BATCHES:-}
 THEN_FLAGS=${THEN_FLAGS:-}
 THEN_TIMEOUT=${THEN_TIMEOUT:-200}
 # At batch 256 torch.compile was slower on the H200 (14,327 images/s against 17,277 eager;
-# benchmarks/results/train_speed_cuda.json): training runs eager unless COMPILE=--compile.
+# benchmarks/results/train_speed_cuda_2026-11-29.json): training runs eager unless COMPILE=--compile.
 COMPILE=${COMPILE:-}
 # One run per line, "NAME flags...": flags add to or override the recipe (argparse keeps a
 # flag's last value). At most 3 runs: 2 files each + session.log fit the 8 that come back.
