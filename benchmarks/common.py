@@ -18,11 +18,14 @@ MANIFEST = ROOT.parent / "shared" / "data" / "manifest.csv"  # the shared photos
 
 def machine() -> dict:
     # "-dirty": measured with uncommitted changes, so the commit alone does not reproduce it.
-    commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT, capture_output=True,
-                            text=True)
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git where it runs (a bare device machine): the results still count
+        commit = ""
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip() or None,
+        "commit": commit or None,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),

@@ -106,3 +106,14 @@ def test_the_fastest_variant_is_read_from_finished_settings_only(tmp_path):
     results.write_text(json.dumps({"runs": runs[1:2]}))
     with pytest.raises(SystemExit, match="train_speed_cuda.json holds no finished setting"):
         fastest_variant(results)
+
+
+def test_results_are_saved_where_git_is_missing(tmp_path, monkeypatch):
+    """A bare device machine may have no git: the benchmark's results must still be written."""
+    import json
+
+    from benchmarks.common import save
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    saved = json.loads(save("train_speed_cuda", {"runs": []}, tmp_path).read_text())
+    assert saved["runs"] == [] and saved["machine"]["commit"] is None
