@@ -331,11 +331,9 @@ def saved_bytes_per_image(settings: dict, variant: str = "model", precision: str
     partitioner may keep fewer and recompute the rest). Backward reads each once after forward wrote it:
     an estimate of the step's least memory traffic. Taken as the difference between two batch sizes, so the
     once-per-step bf16 copies of the weights drop out."""
-    from contextlib import nullcontext
-
     cfg = VAEConfig.from_dict(settings)
     loss_cfg = LossConfig(beta=settings["beta"])
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    autocast = autocast_for(torch.device("cpu"), precision)
 
     def kept(batch: int) -> int:
         torch.manual_seed(0)
