@@ -72,13 +72,11 @@ speed() {
   if [ "$SPEED_TESTS" != 0 ]; then
     timeout "$TESTS_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || echo "CUDA tests FAILED: see above"
   fi
-  # Straight into $OUT, never the committed results: an old file must not come back as a new one.
-  # shellcheck disable=SC2086
-  # TEARDOWN_CUPTI: after each --profile table the CUDA profiler detaches, or it slows every later setting.
   local compile=()
+  # shellcheck disable=SC2086
   [ -z "$SPEED_COMPILE" ] || compile=(--compile $SPEED_COMPILE)
-  TEARDOWN_CUPTI=1 timeout "$SPEED_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT" --batch-sizes $SPEED_BATCHES "${compile[@]}" \
-    --seconds "$SPEED_SECONDS" $SPEED_FLAGS || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT"
+  # shellcheck disable=SC2086
+  time_speed "$SPEED_TIMEOUT" "$OUT" --batch-sizes $SPEED_BATCHES "${compile[@]}" $SPEED_FLAGS
   [ -n "$THEN_BATCHES" ] || return 0
   local results winner
   results=$(LC_ALL=C ls "$OUT"/train_speed_*.json 2>/dev/null | head -n 1 || true)
@@ -87,9 +85,18 @@ speed() {
     return 0
   fi
   echo "fastest variant: $winner; now at batch $THEN_BATCHES"
-  TEARDOWN_CUPTI=1 timeout "$THEN_TIMEOUT" "$PY" -m benchmarks.train_speed --out "$OUT/then" --batch-sizes $THEN_BATCHES \
-    "${compile[@]}" --seconds "$SPEED_SECONDS" --variants "$winner" $THEN_FLAGS \
-    || echo "train_speed stopped early (exit $?): the settings it finished are in $OUT/then"
+  # shellcheck disable=SC2086
+  time_speed "$THEN_TIMEOUT" "$OUT/then" --batch-sizes $THEN_BATCHES "${compile[@]}" --variants "$winner" $THEN_FLAGS
+}
+
+time_speed() {  # LIMIT FOLDER FLAGS...: benchmarks/train_speed.py for at most LIMIT seconds
+  local limit=$1 folder=$2
+  shift 2
+  # Straight into $OUT, never the committed results: an old file must not come back as a new one.
+  # It writes after every setting, so what finished is there even if the limit stops it.
+  # TEARDOWN_CUPTI: after each --profile table the CUDA profiler detaches, or it slows every later setting.
+  TEARDOWN_CUPTI=1 timeout "$limit" "$PY" -m benchmarks.train_speed --out "$folder" --seconds "$SPEED_SECONDS" "$@" \
+    || echo "train_speed stopped early (exit $?): the settings it finished are in $folder"
 }
 
 bring_back() {  # NAME: the best weights without optimizer state, and the reports
