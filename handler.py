@@ -103,7 +103,8 @@ def read_body(event: dict) -> bytes:
 
 
 def _too_large() -> HttpError:
-    return HttpError(413, "body_too_large", f"the request body is larger than {MAX_BODY_BYTES / 2**20:.1f} MB")
+    return HttpError(413, "body_too_large",
+                     f"the request body is over {MAX_BODY_BYTES / 2**20:.2f} MiB ({MAX_BODY_BYTES:,} bytes)")
 
 
 def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:

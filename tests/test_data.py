@@ -81,6 +81,14 @@ def test_manifest_errors_name_the_file(tmp_path):
         find_photos(tmp_path / "missing")
 
 
+def test_a_filter_that_matches_no_row_says_so_and_what_the_column_holds(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,white_background,split\na.jpg,1,train\nb.jpg,0,val\n")
+    with pytest.raises(DatasetError, match=r"m.csv: no manifest row matches --filter white_background=yes "
+                                           r"\('white_background' holds 0, 1\)"):
+        load_dataset(manifest, 64, {"white_background": "yes"})
+
+
 def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path, synthetic_dir, real_photos):
     for f in sorted(synthetic_dir.iterdir())[:5]:
         shutil.copy(f, tmp_path / f.name)
@@ -148,6 +156,20 @@ def test_hash_split_is_fixed_and_about_the_requested_size():
     first = [hash_split(n, 0.1) for n in names]
     assert first == [hash_split(n.replace("/x/", "/elsewhere/"), 0.1) for n in names]
     assert 0.08 < first.count("val") / len(first) < 0.12
+
+
+def test_photos_zipped_at_the_archive_root_split_as_in_their_folder(tmp_path, synthetic_dir):
+    # A zip made inside the folder (`cd photos && zip -r ../photos.zip .`) has no folder in its
+    # member names; the split must still come from the file names alone, or --resume refuses it.
+    files = sorted(synthetic_dir.iterdir())[:20]
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for f in files:
+            archive.write(f, f.name)
+    folder = load_dataset(synthetic_dir, 64, val_fraction=0.3)
+    zipped = load_dataset(tmp_path / "photos.zip", 64, val_fraction=0.3)
+    in_folder = dict(zip((n.rsplit("/", 1)[1] for n in folder.names), folder.is_val))
+    assert [in_folder[n.rsplit(":", 1)[1]] for n in zipped.names] == list(zipped.is_val)
+    assert zipped.is_val.any() and not zipped.is_val.all()
 
 
 def test_images_match_the_shared_loader(real_photos):

@@ -329,6 +329,9 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, synthetic_dir):
     proc = cli("--out", str(blocker / "run"))
     assert proc.returncode != 0 and f"--out {blocker / 'run'}: cannot create" in proc.stderr
     assert "Traceback" not in proc.stderr and "images at" not in proc.stdout
+    proc = cli("--out", str(blocker))
+    assert proc.returncode != 0 and f"--out {blocker} is a file, not a run folder" in proc.stderr
+    assert blocker.read_text() == "" and "Traceback" not in proc.stderr
 
 
 def test_weight_decay_and_zoom_shift_augmentation_are_applied_and_recorded(tmp_path, synthetic_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,15 +63,23 @@ class CheckpointError(ValueError):
 
 def load(path: str | Path, map_location="cpu") -> dict:
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are noise for a file refused anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint there") from None
     except Exception as exc:  # truncated, garbage, or pickled code that weights_only refuses
-        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise CheckpointError(f"{path} cannot be loaded ({type(exc).__name__}: {first_line})") from None
+        raise CheckpointError(f"{path} cannot be loaded: it is cut short, damaged, or not a checkpoint this "
+                              f"trainer wrote ({type(exc).__name__}: {first_sentence(str(exc))})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a training checkpoint")
     return state
+
+
+def first_sentence(message: str, limit: int = 160) -> str:
+    """The start of a library's error message, which can run to a paragraph of advice."""
+    sentence = message.strip().split(". ")[0].splitlines()[0] if message.strip() else ""
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
 def checkpoint_path(run: str | Path) -> Path:

@@ -36,6 +36,10 @@ class Photo:
     name: str  # path as shown to the user
     read: Callable[[], bytes]
     split: str | None = None  # from a manifest, else decided by hash
+    file_name: str = ""  # the photo's own name, without folders: what the fixed split is hashed from
+
+    def __post_init__(self):
+        self.file_name = self.file_name or Path(self.name).name
 
 
 @dataclass
@@ -107,7 +111,7 @@ def _zip_photos(path: Path) -> list[Photo]:
                 raise OSError(f"unreadable zip member: {exc}") from exc
         return read
 
-    return [Photo(f"{path}:{n}", reader(n)) for n in names]
+    return [Photo(f"{path}:{n}", reader(n), file_name=PurePosixPath(n).name) for n in names]
 
 
 def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str, str]) -> list[Photo]:
@@ -139,12 +143,17 @@ def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str,
         if all(row[column] == value for column, value in filters.items()):
             file = root / row["file"]
             photos.append(Photo(str(file), file.read_bytes, split))
+    if filters and not photos:
+        wanted = " ".join(f"--filter {column}={value}" for column, value in filters.items())
+        held = "; ".join(f"'{column}' holds {', '.join(sorted({row[column] for row in rows})[:10])}"
+                         for column, value in filters.items() if all(row[column] != value for row in rows))
+        raise DatasetError(f"{path}: no manifest row matches {wanted}" + (f" ({held})" if held else ""))
     return photos
 
 
-def hash_split(name: str, val_fraction: float) -> str:
-    """A fixed split from the file's name: stable across runs, machines and file order."""
-    digest = int(hashlib.sha1(Path(name).name.encode()).hexdigest()[:8], 16)
+def hash_split(file_name: str, val_fraction: float) -> str:
+    """A fixed split from the file's name (folders ignored): stable across runs, machines and file order."""
+    digest = int(hashlib.sha1(Path(file_name).name.encode()).hexdigest()[:8], 16)
     return "val" if digest % 10_000 < val_fraction * 10_000 else "train"
 
 
@@ -180,7 +189,7 @@ def load_dataset(
         raise DatasetError(f"{path}: {what} be read")
 
     images = np.stack([a for _, (a, _) in kept])
-    is_val = np.array([(p.split or hash_split(p.name, val_fraction)) == "val" for p, _ in kept])
+    is_val = np.array([(p.split or hash_split(p.file_name, val_fraction)) == "val" for p, _ in kept])
     if any(p.split for p, _ in kept):
         # A manifest's split is the user's: never move its photos across it.
         if not is_val.any() or is_val.all():

@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
     if master:  # before minutes of decoding photos: an --out that cannot be written fails now
         try:
             out.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise SystemExit(f"error: --out {out} is a file, not a run folder") from None
         except OSError as exc:
             raise SystemExit(f"error: --out {out}: cannot create the run folder ({exc.strerror})") from None
 
@@ -392,8 +394,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
              f"across {world} ranks: lower --batch-size")
     if args.resume and s.get("data_fingerprint", data.fingerprint) != data.fingerprint:
         fail(f"the photos at {s['data']} ({len(data.train)} training, {len(data.val)} validation) are not the ones "
-             f"{out} was trained on: some were added, removed or changed. Resume with those, or start a new run "
-             f"from its weights (--init {out})")
+             f"{out} was trained on: some were added, removed or changed. Resume with the photos it was trained on, "
+             f"or start a new run from its weights (--init {out})")
     s["data_fingerprint"] = data.fingerprint
 
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
