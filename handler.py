@@ -262,10 +262,19 @@ def error(status: int, code: str, message: str, request_id: str, headers: dict[s
     return respond(status, {"error": {"code": code, "message": message}, "request_id": request_id}, headers)
 
 
+def gateway_request_id(event: dict) -> str | None:
+    """API Gateway's id for the request: the caller also gets it as x-amzn-RequestId, and it is unique
+    under serverless-offline too, whose Lambda context gives every request the id 1234567890. (On AWS
+    the Python runtime puts the Lambda's own id on every log line beside it.)"""
+    context = event.get("requestContext")
+    request_id = context.get("requestId") if isinstance(context, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
 def handler(event, context):
     started = time.perf_counter()
-    request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
     event = event if isinstance(event, dict) else {}
+    request_id = gateway_request_id(event) or getattr(context, "aws_request_id", None) or str(uuid.uuid4())
     headers = lower_headers(event)
     method = str(event.get("httpMethod") or "").upper()
     path = str(event.get("resource") or event.get("path") or "")

@@ -285,10 +285,16 @@ def test_a_server_fault_is_a_500_with_request_id_and_a_logged_traceback(monkeypa
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(handler.inference, "reconstruct", broken)
-    context = Context()
+    event = multipart_event("/reconstruct", {"image": real_jpeg})
     with caplog.at_level(logging.ERROR, logger="car-vae"):
-        response = handler.handler(multipart_event("/reconstruct", {"image": real_jpeg}), context)
+        response = handler.handler(event, Context())
     body = json.loads(response["body"])
-    assert response["statusCode"] == 500 and body["request_id"] == context.aws_request_id
+    # API Gateway's id, which the caller also gets as x-amzn-RequestId
+    request_id = event["requestContext"]["requestId"]
+    assert response["statusCode"] == 500 and body["request_id"] == request_id
     assert "disk on fire" not in response["body"], "no internals leak to the client"
-    assert "Traceback" in caplog.text and "disk on fire" in caplog.text and context.aws_request_id in caplog.text
+    assert "Traceback" in caplog.text and "disk on fire" in caplog.text and request_id in caplog.text
+    # A direct invocation (no API Gateway) falls back to the Lambda's id.
+    del event["requestContext"]
+    context = Context()
+    assert json.loads(handler.handler(event, context)["body"])["request_id"] == context.aws_request_id

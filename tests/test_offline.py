@@ -35,6 +35,9 @@ def test_errors_over_http_are_json_with_cors(local_stack):
                         headers=ORIGIN, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_an_image"
     assert bad.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN["Origin"])
+    again = requests.post(f"{local_stack.api}/sample", json={"n": 0}, timeout=60)
+    assert again.status_code == 400 and again.json()["request_id"] != bad.json()["request_id"], \
+        "each request has its own id to find it in the log by"
     preflight = requests.options(f"{local_stack.api}/reconstruct", timeout=60,
                                  headers={**ORIGIN, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code in (200, 204)
