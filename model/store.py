@@ -92,10 +92,11 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
 
     prefix = prefix.strip("/")
     cache = cache or DEFAULT_CACHE
+    reading = f"{prefix}/latest.json"  # the key an S3 error is about
     try:
         s3 = s3 or s3_client()
         if version is None:
-            pointer = _get_json(s3, bucket, f"{prefix}/latest.json")
+            pointer = _get_json(s3, bucket, reading)
             version = pointer.get("version") if isinstance(pointer, dict) else None
         if not isinstance(version, str) or not set(version) <= VERSION_CHARS or version.strip(".") == "":
             raise ModelError(f"invalid model version {version!r} for s3://{bucket}/{prefix}")
@@ -103,7 +104,8 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
         location = Location(cache / version, f"s3://{bucket}/{key}", cached=True)
         if _cached(location.folder, backend):
             return location
-        meta = _get_json(s3, bucket, key + "model.json")
+        reading = key + "model.json"
+        meta = _get_json(s3, bucket, reading)
         if not isinstance(meta, dict):
             raise ModelError(f"s3://{bucket}/{key}model.json is not a JSON object")
         names = model_files(meta, backend)
@@ -115,6 +117,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
         for name in names:
             # Download beside the target, then rename: a partial file never has the real name.
             partial = location.folder / f".{name}.part"
+            reading = key + name
             s3.download_file(bucket, key + name, str(partial), Config=_one_attempt())
             os.replace(partial, location.folder / name)
         partial = location.folder / ".model.json.part"
@@ -123,7 +126,10 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
         return location
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
-        raise ModelError(f"S3 refused the model download from s3://{bucket}/{prefix} ({code})") from None
+        hint = ""
+        if code in ("NoSuchKey", "404") and reading.endswith("latest.json"):
+            hint = f": no model was uploaded there (python -m training.upload MODEL_DIR s3://{bucket}/{prefix})"
+        raise ModelError(f"S3 refused the model download of s3://{bucket}/{reading} ({code}){hint}") from None
     except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: a transfer that broke off, e.g. RetriesExceededError
         raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None
     except OSError as exc:

@@ -1,15 +1,16 @@
 """Run the whole service on this machine: no AWS account, no login, no docker.
 
-    python -m scripts.local_stack [--api-port 3000] [--web-port 8000]
+    python -m scripts.local_stack [--api-port 3000] [--web-port 8000] [--model-dir DIR | --model-s3 s3://B/P]
 
 Starts serverless-offline (API Gateway + Lambda emulation running handler.py on the
-bundled model in model/default) and a static server for the web page, waits until
+bundled model in model/default, or another) and a static server for the web page, waits until
 both answer, prints the page's URL, and stops everything it started on Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from scripts.website import site_files
+from training.upload import UploadError, parse_s3_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "dev"
@@ -70,7 +72,8 @@ def taken_ports(host: str, ports: dict[str, int]) -> list[str]:
     return taken
 
 
-def start_offline(host: str, api_port: int, lambda_port: int, model_dir: Path | None = None) -> subprocess.Popen:
+def start_offline(host: str, api_port: int, lambda_port: int, model_dir: Path | None = None,
+                  model_s3: tuple[str, str] | None = None) -> subprocess.Popen:
     venv = ROOT / ".venv"
     env = {
         **os.environ,
@@ -89,6 +92,8 @@ def start_offline(host: str, api_port: int, lambda_port: int, model_dir: Path | 
     # A process group of its own, so stopping it stops the Python workers it spawned too.
     # serverless.yml sets the function's MODEL_DIR from this parameter (the environment would not reach it).
     model = [f"--param=modelDir={model_dir}"] if model_dir else []
+    if model_s3:  # the S3 client takes AWS_* from this environment, which serverless-offline passes on
+        model += [f"--param=modelBucket={model_s3[0]}", f"--param=modelPrefix={model_s3[1]}"]
     return subprocess.Popen([str(sls), "offline", "start", "--stage", STAGE, "--host", host, *model],
                             cwd=ROOT, env=env, start_new_session=True)
 
@@ -102,9 +107,20 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
             with urllib.request.urlopen(url, timeout=5) as response:  # a request takes milliseconds
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:  # up, but the model cannot load: waiting would not help
+                raise RuntimeError(f"the API is up but {unavailable_reason(exc)}") from None
+            time.sleep(0.5)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def unavailable_reason(response: urllib.error.HTTPError) -> str:
+    try:
+        return json.load(response)["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return "the model is not available"
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -128,7 +144,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the API to come up")
     p.add_argument("--model-dir", type=Path, help="serve this exported model folder (python -m training.export) "
                    "instead of the bundled model/default")
+    p.add_argument("--model-s3", metavar="s3://BUCKET/PREFIX", help="serve the latest version uploaded there "
+                   "(python -m training.upload) instead; AWS_* variables (AWS_ENDPOINT_URL, say) reach the function")
     args = p.parse_args(argv)
+    if args.model_dir and args.model_s3:
+        p.error("give --model-dir or --model-s3, not both")
+    try:
+        model_s3 = parse_s3_uri(args.model_s3) if args.model_s3 else None
+    except UploadError as exc:
+        p.error(f"--model-s3 {exc}")
     model_dir = args.model_dir.resolve() if args.model_dir else None
     if model_dir and not (model_dir / "model.json").is_file():
         sys.exit(f"error: --model-dir {args.model_dir}: no model.json there (python -m training.export RUN --out DIR "
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if taken:
         sys.exit(f"error: already in use on {args.host}: {', '.join(taken)} (another `make run`?). "
                  "Stop it, or choose free ports with those flags.")
-    offline = start_offline(args.host, args.api_port, args.lambda_port, model_dir)
+    offline = start_offline(args.host, args.api_port, args.lambda_port, model_dir, model_s3)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # A shell starts background jobs with SIGINT ignored, and Python keeps that: Ctrl-C must stop us anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)

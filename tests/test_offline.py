@@ -89,3 +89,59 @@ def test_the_local_stack_serves_a_model_folder_of_ones_own(tmp_path, tiny_model_
     missing = subprocess.run([sys.executable, "-m", "scripts.local_stack", "--model-dir", str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and f"--model-dir {tmp_path}: no model.json there" in missing.stderr
+
+
+def test_the_local_stack_serves_a_model_uploaded_to_s3(tmp_path, tiny_model_dir, monkeypatch):
+    # The whole S3 path on this machine: training.upload to moto_server (a real S3 endpoint), then the
+    # function under serverless-offline finds latest.json there and loads that version.
+    import subprocess
+    import sys
+
+    import boto3
+
+    from tests.conftest import ROOT
+    from tests.stack import LocalStack, MotoServer
+
+    moto = MotoServer()
+    try:
+        for key, value in {"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="models")
+        upload = subprocess.run([sys.executable, "-m", "training.upload", str(tiny_model_dir), "s3://models/cars"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert upload.returncode == 0, upload.stderr
+
+        stack = LocalStack(tmp_path / "stack.log", extra_args=("--model-s3", "s3://models/cars"))
+        try:
+            stack.wait_ready()
+            health = stack.get("/health")
+            assert health["model"]["source"].startswith("s3://models/cars/versions/"), health
+            assert health["model"]["image_size"] == 64
+            status, body = stack.post_form("/interpolate", {"a": png_of_colour("red"), "b": png_of_colour("blue"),
+                                                            "steps": "3"})
+            assert status == 200 and len(body["images"]) == 3
+        finally:
+            problems = stack.stop()
+        assert not problems, f"{problems}\n{stack.log_tail()}"
+
+        # Nothing uploaded under that prefix: the launcher says why at once instead of waiting out --timeout.
+        empty = LocalStack(tmp_path / "empty.log", extra_args=("--model-s3", "s3://models/nothing"))
+        try:
+            assert empty.process.wait(timeout=120) != 0
+        finally:
+            problems = empty.stop()
+        log = empty.log_tail()
+        assert "the API is up but" in log and "s3://models/nothing/latest.json (NoSuchKey): no model was uploaded" in log
+        assert "Traceback" not in log, log
+        assert not problems, f"{problems}\n{log}"
+    finally:
+        moto.stop()
+
+
+def png_of_colour(colour: str) -> bytes:
+    from PIL import Image
+
+    from tests.conftest import png_of
+
+    return png_of(Image.new("RGB", (96, 64), colour))

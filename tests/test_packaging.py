@@ -79,6 +79,7 @@ def test_template_declares_binary_multipart_python312_and_least_privilege(templa
     assert function["Properties"]["Runtime"] == "python3.12"
     assert function["Properties"]["Handler"] == "handler.handler"
     assert function["Properties"]["ReservedConcurrentExecutions"] == 20  # --param=maxConcurrency=20 caps it
+    assert function["Properties"]["Environment"]["Variables"]["MODEL_BUCKET"] == {"Ref": "ModelBucket"}
     (role,) = resources_of(template, "AWS::IAM::Role")
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
     s3 = [s for s in statements if any(str(a).startswith("s3:") for a in s["Action"])]
