@@ -63,13 +63,15 @@ def test_both_runtimes_give_the_same_results(tiny_model_dir):
     assert np.abs(onnx.decode(z) - script.decode(z)).max() <= 1e-4
 
 
-def test_export_replaces_an_existing_directory_and_errors_name_the_run(tmp_path, tiny_run):
-    from training.export import ExportError, export
+def test_export_replaces_an_existing_directory_and_errors_name_the_run(tmp_path, tiny_run, capsys):
+    from training.export import ExportError, export, main
 
     out = tmp_path / "model"
-    export(tiny_run, out)
+    main([str(tiny_run), "--out", str(out)])
+    assert "replacing" not in capsys.readouterr().out
     (out / "stale.txt").write_text("left by the earlier export")
-    export(tiny_run, out)
+    main([str(tiny_run), "--out", str(out)])
+    assert f"-> {out} (replacing the model that was there)" in capsys.readouterr().out
     assert not (out / "stale.txt").exists() and (out / "model.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folders left behind"
     with pytest.raises(ExportError, match="nowhere"):

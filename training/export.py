@@ -196,12 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", choices=WEIGHTS, default="final",
                    help="the last weights, or those kept at the best validation PSNR")
     args = p.parse_args(argv)
+    earlier = Path(args.out, "model.json").is_file()
     try:
         meta = export(args.run, args.out, args.weights)
     except ExportError as exc:
         sys.exit(f"error: {exc}")
     sizes = ", ".join(f"{n} {Path(args.out, n).stat().st_size / 1e6:.1f} MB" for n in meta["files"])
-    print(f"exported {args.run} -> {args.out}: {sizes}; parity {meta['parity_max_abs_error']}")
+    replaced = " (replacing the model that was there)" if earlier else ""
+    print(f"exported {args.run} -> {args.out}{replaced}: {sizes}; parity {meta['parity_max_abs_error']}")
 
 
 if __name__ == "__main__":

@@ -309,16 +309,24 @@ def train_step(model, optimizer, batch_uint8, device, s: dict, loss_cfg: LossCon
 def evaluate(vae: VAE, images: torch.Tensor, device, batch_size: int = 64) -> dict:
     """Validation metrics with deterministic reconstructions (posterior mean), in float32."""
     vae.eval()
+    metrics = reconstruction_metrics(vae.encoder, vae.decoder, images, device, batch_size)
+    vae.train()
+    return metrics
+
+
+@torch.no_grad()
+def reconstruction_metrics(encode, decode, images: torch.Tensor, device, batch_size: int = 64) -> dict:
+    """Mean per-image MSE, PSNR, SSIM and KL of uint8 images (N, 3, S, S) reconstructed from the
+    posterior mean: encode(x) -> (mu, logvar), decode(mu); also for an exported model's runtime."""
     sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0, "kl": 0.0}
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size], device)
-        mu, logvar = vae.encoder(x)
-        recon = vae.decoder(mu)
+        mu, logvar = encode(x)
+        recon = decode(mu)
         sums["mse"] += mse_per_image(recon, x).sum().item()
         sums["psnr"] += psnr_per_image(recon, x).sum().item()
         sums["ssim"] += ssim(recon, x).sum().item()
         sums["kl"] += (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum().item()
-    vae.train()
     return {k: v / len(images) for k, v in sums.items()}
 
 
