@@ -91,6 +91,21 @@ def test_template_declares_binary_multipart_python312_and_least_privilege(templa
     assert {"GET", "POST", "OPTIONS"} <= routes, "CORS preflight is declared"
 
 
+def test_a_model_bucket_other_than_the_stacks_gets_the_read_permission_too():
+    # --param=modelBucket (the local stack's --model-s3, or a bucket of one's own): the function reads
+    # that bucket, and its one S3 permission follows, still only under the model prefix.
+    env = {**os.environ, "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off"}
+    proc = subprocess.run([str(SLS), "print", "--stage", "ci", "--format", "json", "--param=modelBucket=my-models",
+                           "--param=modelPrefix=car-vae"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    provider = json.loads(proc.stdout)["provider"]
+    assert provider["environment"]["MODEL_BUCKET"] == "my-models"
+    (statement,) = provider["iam"]["role"]["statements"]
+    assert statement["Action"] == ["s3:GetObject"]
+    assert statement["Resource"] == {"Fn::Join": ["", ["arn:aws:s3:::", "my-models", "/car-vae/*"]]}
+
+
 @pytest.mark.skipif(not VENV312.exists(), reason="no Python 3.12 found by scripts/setup.sh")
 def test_handler_tests_pass_on_python312_from_the_package(unzipped):
     """The deployable zip, on the Lambda's Python, with no torch anywhere: the handler suite passes."""
