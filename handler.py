@@ -263,7 +263,7 @@ def error(status: int, code: str, message: str, request_id: str, headers: dict[s
 
 
 def gateway_request_id(event: dict) -> str | None:
-    """API Gateway's id for the request: the caller also gets it as x-amzn-RequestId, and it is unique
+    """API Gateway's id for the request: on AWS the caller also gets it as x-amzn-RequestId, and it is unique
     under serverless-offline too, whose Lambda context gives every request the id 1234567890. (On AWS
     the Python runtime puts the Lambda's own id on every log line beside it.)"""
     context = event.get("requestContext")

@@ -6,7 +6,8 @@ trains on or is chosen by, so they also check choices made on the catalogue phot
     python -m benchmarks.evaluate_runs model/default --name default_model_onnx_128px
 
 Each run's checkpoint `model` weights (a GPU run's trimmed checkpoint holds its best ones), or an
-exported model folder (model.json) run as the service runs it (ONNX Runtime), reconstructed from
+exported model folder (model.json) run through ONNX Runtime as the service runs it (its float
+outputs, before the service rounds them to PNG pixels), reconstructed from
 the posterior mean as the trainer validates. Writes benchmarks/results/<name>.json.
 """
 from __future__ import annotations

@@ -127,8 +127,10 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         hint = ""
-        if code in ("NoSuchKey", "404") and reading.endswith("latest.json"):
-            hint = f": no model was uploaded there (python -m training.upload MODEL_DIR s3://{bucket}/{prefix})"
+        if reading.endswith("latest.json") and code in ("NoSuchKey", "404", "AccessDenied"):
+            # Without s3:ListBucket (the deployed role has only GetObject) S3 answers a missing key AccessDenied.
+            unsure = ", or the function may not read it" if code == "AccessDenied" else ""
+            hint = f": no model was uploaded there{unsure} (python -m training.upload MODEL_DIR s3://{bucket}/{prefix})"
         raise ModelError(f"S3 refused the model download of s3://{bucket}/{reading} ({code}){hint}") from None
     except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: a transfer that broke off, e.g. RetriesExceededError
         raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None

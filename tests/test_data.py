@@ -85,8 +85,16 @@ def test_a_filter_that_matches_no_row_says_so_and_what_the_column_holds(tmp_path
     manifest = tmp_path / "m.csv"
     manifest.write_text("file,white_background,split\na.jpg,1,train\nb.jpg,0,val\n")
     with pytest.raises(DatasetError, match=r"m.csv: no manifest row matches --filter white_background=yes "
-                                           r"\('white_background' holds 0, 1\)"):
+                                           r"\('white_background' holds '0', '1'\)"):
         load_dataset(manifest, 64, {"white_background": "yes"})
+    # A row shorter than the header (a spreadsheet dropping trailing empty cells) holds '' there.
+    manifest.write_text("file,white_background,split\na.jpg,1,train\nb.jpg\n")
+    with pytest.raises(DatasetError, match=r"no manifest row matches --filter white_background=yes "
+                                           r"\('white_background' holds '', '1'\)"):
+        load_dataset(manifest, 64, {"white_background": "yes"})
+    # Rows that match, all validation rows that --val-filter then drops: no such claim.
+    manifest.write_text("file,white_background,split\na.jpg,1,val\nb.jpg,0,train\n")
+    assert find_photos(manifest, {"white_background": "1"}, {"white_background": "0"}) == []
 
 
 def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path, synthetic_dir, real_photos):

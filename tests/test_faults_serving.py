@@ -191,7 +191,8 @@ def test_s3_denying_access_is_a_503_until_the_role_may_read_the_model(s3_setting
         for key, value in lambda_credentials.items():
             env.setenv(key, value)
         env.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the first credentials
-        assert_unavailable(health(), "S3 refused", "AccessDenied")
+        assert_unavailable(health(), "S3 refused", "latest.json (AccessDenied): no model was uploaded there, or the "
+                           "function may not read it")
 
         # The statement serverless.yml gives the function's role: GetObject on the model prefix only.
         admin = boto3.client("iam", aws_access_key_id=keys["admin"]["AccessKeyId"],

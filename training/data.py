@@ -132,22 +132,29 @@ def _manifest_photos(path: Path, filters: dict[str, str], val_filters: dict[str,
         if column not in rows[0]:
             raise DatasetError(f"{path}: --filter names column '{column}', which the manifest lacks")
     root = path.parent
-    photos = []
+    photos, matched = [], 0
+
+    def value(row: dict, column: str) -> str:
+        return row.get(column) or ""  # a row shorter than the header has None for its last columns
+
     for row in rows:
         split = row.get("split") or None
         if split not in (None, "train", "val"):
-            raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({row['file']})")
-        # e.g. train on every photo but report on the catalogue-style ones only
-        if split == "val" and not all(row[column] == value for column, value in val_filters.items()):
+            raise DatasetError(f"{path}: split must be 'train' or 'val', not '{split}' ({value(row, 'file')})")
+        if not all(value(row, column) == wanted for column, wanted in filters.items()):
             continue
-        if all(row[column] == value for column, value in filters.items()):
-            file = root / row["file"]
-            photos.append(Photo(str(file), file.read_bytes, split))
-    if filters and not photos:
-        wanted = " ".join(f"--filter {column}={value}" for column, value in filters.items())
-        held = "; ".join(f"'{column}' holds {', '.join(sorted({row[column] for row in rows})[:10])}"
-                         for column, value in filters.items() if all(row[column] != value for row in rows))
-        raise DatasetError(f"{path}: no manifest row matches {wanted}" + (f" ({held})" if held else ""))
+        matched += 1
+        # e.g. train on every photo but report on the catalogue-style ones only
+        if split == "val" and not all(value(row, column) == wanted for column, wanted in val_filters.items()):
+            continue
+        file = root / value(row, "file")
+        photos.append(Photo(str(file), file.read_bytes, split))
+    if filters and not matched:
+        flags = " ".join(f"--filter {column}={wanted}" for column, wanted in filters.items())
+        held = "; ".join(
+            f"'{column}' holds {', '.join(repr(v) for v in sorted({value(row, column) for row in rows})[:10])}"
+            for column, wanted in filters.items() if all(value(row, column) != wanted for row in rows))
+        raise DatasetError(f"{path}: no manifest row matches {flags}" + (f" ({held})" if held else ""))
     return photos
 
 

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
              f"across {world} ranks: lower --batch-size")
     if args.resume and s.get("data_fingerprint", data.fingerprint) != data.fingerprint:
         fail(f"the photos at {s['data']} ({len(data.train)} training, {len(data.val)} validation) are not the ones "
-             f"{out} was trained on: some were added, removed or changed. Resume with the photos it was trained on, "
+             f"{out} was trained on: some were added, removed or changed, or their validation split moved. "
+             f"Resume with the photos it was trained on, "
              f"or start a new run from its weights (--init {out})")
     s["data_fingerprint"] = data.fingerprint
 

@@ -41,7 +41,7 @@
   const PHOTO_LABELS = { image: "The photo", a: "The first car's photo", b: "The second car's photo" };
 
   const png = (b64) => "data:image/png;base64," + b64;
-  const mb = (bytes) => (bytes / (1024 * 1024)).toFixed(1) + " MiB";
+  const mb = (bytes) => (bytes / (1024 * 1024)).toFixed(2) + " MiB";
   // A file name's stem, safe for a download's name.
   const stem = (name) =>
     String(name || "photo").replace(/\.[^.]*$/, "").replace(/[^\w-]+/g, "-").slice(0, 40) || "photo";
