@@ -37,6 +37,11 @@ def version_prefix(prefix: str, version: str) -> str:
     return f"{prefix.strip('/')}/versions/{version}/"
 
 
+def pointer_key(prefix: str) -> str:
+    """The object naming the version to serve: moved only after a whole version is uploaded."""
+    return f"{prefix.strip('/')}/latest.json"
+
+
 def s3_client():
     import boto3
     from botocore.config import Config
@@ -92,7 +97,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
 
     prefix = prefix.strip("/")
     cache = cache or DEFAULT_CACHE
-    reading = f"{prefix}/latest.json"  # the key an S3 error is about
+    reading = pointer_key(prefix)  # the key an S3 error is about
     try:
         s3 = s3 or s3_client()
         if version is None:
@@ -118,7 +123,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
             # Download beside the target, then rename: a partial file never has the real name.
             partial = location.folder / f".{name}.part"
             reading = key + name
-            s3.download_file(bucket, key + name, str(partial), Config=_one_attempt())
+            s3.download_file(bucket, reading, str(partial), Config=_one_attempt())
             os.replace(partial, location.folder / name)
         partial = location.folder / ".model.json.part"
         partial.write_text(json.dumps(meta))
@@ -127,7 +132,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         hint = ""
-        if reading.endswith("latest.json") and code in ("NoSuchKey", "404", "AccessDenied"):
+        if reading == pointer_key(prefix) and code in ("NoSuchKey", "404", "AccessDenied"):
             # Without s3:ListBucket (the deployed role has only GetObject) S3 answers a missing key AccessDenied.
             unsure = ", or the function may not read it" if code == "AccessDenied" else ""
             hint = f": no model was uploaded there{unsure} (python -m training.upload MODEL_DIR s3://{bucket}/{prefix})"

@@ -447,7 +447,8 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             vae.load_state_dict(state.get("train_model", state["model"]))
             optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise SystemExit(f"error: {ckpt_path} does not fit this run ({str(exc).splitlines()[0][:200]})") from None
+            reason = checkpoint.first_sentence(str(exc))
+            raise SystemExit(f"error: {ckpt_path} does not fit this run ({reason})") from None
         epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
         # An epoch a Ctrl-C or --max-time cut short: its rest comes next, and its entry is redone whole.
         batches_done, partial_sums = state.get("batch", 0), state.get("batch_sums", partial_sums)
@@ -536,8 +537,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | 
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(s["seed"] * 100_003 + epoch))
             perm = perm.to(train.device)  # one copy per epoch, not a host-device sync per step
             sums = partial_sums.to(device) if batches_done else torch.zeros(3, device=device)
-            first = batches_done
-            for b in range(first, steps_per_epoch):
+            for b in range(batches_done, steps_per_epoch):
                 start = b * s["batch_size"] + rank * local_batch
                 idx = perm[start : start + local_batch]
                 progress = schedule.progress(step, clock)

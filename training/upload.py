@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from model.store import version_prefix
+from model.store import pointer_key, version_prefix
 
 
 class UploadError(RuntimeError):
@@ -74,11 +74,11 @@ def upload(folder: str | Path, uri: str, s3=None) -> str:
         s3.put_object(Bucket=bucket, Key=key + "model.json", Body=meta_bytes, ContentType="application/json")
         pointer = {"version": version, "uploaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "image_size": meta.get("image_size"), "latent_dim": meta.get("latent_dim")}
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/latest.json", Body=json.dumps(pointer).encode(),
+        s3.put_object(Bucket=bucket, Key=pointer_key(prefix), Body=json.dumps(pointer).encode(),
                       ContentType="application/json", CacheControl="no-cache")
     except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:  # upload_file wraps S3's refusals in Boto3Error
         raise UploadError(f"upload to s3://{bucket}/{prefix} failed ({exc.__class__.__name__}): {exc}; "
-                          f"{prefix}/latest.json was not changed") from None
+                          f"{pointer_key(prefix)} was not changed") from None
     return version
 
 
