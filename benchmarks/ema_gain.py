@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import MANIFEST, save
-from model.vae import VAE, VAEConfig
+from training.vae import VAE, VAEConfig
 from training import checkpoint
 from training.data import load_dataset
 from training.train import evaluate

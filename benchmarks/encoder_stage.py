@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from model.vae import VAE
+from training.vae import VAE
 from training import train
 
 

@@ -16,7 +16,7 @@ are random uint8 tensors kept on the device, as the trainer keeps a dataset that
 model, loss); --compile-scope model compiles the model alone, as the trainer did before.
 --variants times the same function computed other ways, to measure a lever before the
 model takes it (tests/test_train_speed.py checks each computes what the model does):
-  explicit-upsample: the decoder as it was before model.vae.UpsampleConv (the upsampled
+  explicit-upsample: the decoder as it was before training.vae.UpsampleConv (the upsampled
       tensor written out, then the 3x3 convolution);
   padded-ends: the two convolutions with 3 channels on one side (the encoder's first, the
       decoder's last) zero-padded to 8, the channel multiple tensor cores need;
@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.common import RESULTS, save
-from model.vae import VAE, ResBlock, UpsampleConv, VAEConfig
+from training.vae import VAE, ResBlock, UpsampleConv, VAEConfig
 from training.ema import EMA
 from training.losses import LossConfig, vae_loss
 from training.train import PRECISIONS, autocast_for, build_parser, forward_loss, resolve_precision, train_step

@@ -13,7 +13,7 @@ def test_best_weights_are_kept_measured_and_exported(tmp_path, synthetic_dir):
     import torch
 
     from model.runtime import load_backend
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training import checkpoint
     from training.data import load_dataset
     from training.export import export

@@ -19,7 +19,7 @@ def test_a_training_step_never_waits_for_the_host(compiled, variant):
     host-device synchronisation (.item(), copies from pageable memory) inside a step, eager or
     as --compile runs it."""
     from benchmarks.train_speed import apply_variant
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
     from training.train import build_parser, forward_loss, train_step
 

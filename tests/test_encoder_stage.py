@@ -21,4 +21,4 @@ def test_only_the_encoder_moves(tmp_path, tiny_run, synthetic_dir, decode):
         same = torch.equal(tuned["train_model"][name], weight)
         assert same == name.startswith("decoder."), name if name.startswith("decoder.") else f"{name} did not train"
     from training import train
-    assert train.VAE is __import__("model.vae", fromlist=["VAE"]).VAE, "the trainer is left as it was"
+    assert train.VAE is __import__("training.vae", fromlist=["VAE"]).VAE, "the trainer is left as it was"

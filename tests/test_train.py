@@ -62,7 +62,7 @@ def test_precision_bf16_is_applied_on_the_cpu_and_recorded(tmp_path, synthetic_d
 def untrained_val_psnr(data_dir) -> float:
     import torch
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training.data import load_dataset
     from training.train import evaluate
 
@@ -228,7 +228,7 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_best_weights(tmp_
 
     import torch
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training import prior
     from training.train import keep_best, main
 
@@ -368,7 +368,7 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
     from training.train import build_parser, forward_loss, train_step
 
@@ -416,7 +416,7 @@ def test_the_compiled_forward_pass_reads_no_tensor_from_outside_the_model_and_ba
 
     import torch
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
     from training.train import build_parser, forward_loss
 

@@ -8,7 +8,7 @@ pytestmark = needs_torch
 torch = pytest.importorskip("torch")
 
 from benchmarks.train_speed import VARIANTS, apply_variant, variant_name  # noqa: E402
-from model.vae import VAE, VAEConfig  # noqa: E402
+from training.vae import VAE, VAEConfig  # noqa: E402
 
 COMPOSED = ["subpixel+s2d-ends", "subpixel+s2d-stage"]
 

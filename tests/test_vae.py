@@ -8,7 +8,7 @@ from tests.conftest import needs_torch
 pytestmark = needs_torch
 torch = pytest.importorskip("torch")
 
-from model.vae import VAE, VAEConfig  # noqa: E402
+from training.vae import VAE, VAEConfig  # noqa: E402
 from training.augment import augment, rotate_hue  # noqa: E402
 from training.losses import LossConfig, beta_at, kl_per_dim, vae_loss  # noqa: E402
 from training.metrics import psnr_per_image, ssim  # noqa: E402
@@ -167,7 +167,7 @@ def test_metrics():
 def test_upsampling_convolution_is_nearest_upsampling_then_the_3x3_convolution(height, width):
     from torch.nn import functional as F
 
-    from model.vae import UpsampleConv
+    from training.vae import UpsampleConv
 
     torch.manual_seed(0)
     up = UpsampleConv(5, 7).double()

@@ -12,7 +12,7 @@ pytestmark = needs_torch
 def random_state(res_blocks: int = 1) -> dict:
     import torch
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
 
     torch.manual_seed(0)
     cfg = VAEConfig(64, 16, 8, 32, res_blocks)
@@ -27,7 +27,7 @@ def random_state(res_blocks: int = 1) -> dict:
 def test_the_wider_encoder_gives_the_same_codes_and_the_decoder_is_untouched(width):
     import torch
 
-    from model.vae import VAE, VAEConfig
+    from training.vae import VAE, VAEConfig
     from training.widen import widen_encoder
 
     state = random_state()

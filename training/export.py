@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from model.runtime import BACKEND_FILES, FORMAT_VERSION, PRIOR_FILE
-from model.vae import VAE, VAEConfig
+from training.vae import VAE, VAEConfig
 from training import checkpoint
 
 PARITY_TOLERANCE = 1e-4

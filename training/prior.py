@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from model.vae import VAE
+from training.vae import VAE
 from training import checkpoint
 from training.augment import augment
 

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.vae import VAE, VAEConfig
+from training.vae import VAE, VAEConfig
 from training import checkpoint, prior, report
 from training.augment import augment
 from training.ema import EMA

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from model.vae import VAE, VAEConfig
+from training.vae import VAE, VAEConfig
 from training import checkpoint
 
 

@@ -1,4 +1,4 @@
-"""The convolutional VAE (PyTorch). Used by training and export, never by the Lambda.
+"""The convolutional VAE (PyTorch). Used by training and export, never by the Lambda (model/ is what the Lambda ships).
 
 Encoder: strided convolutions halve the image down to 4x4, each stage followed by
 residual blocks; two separate linear heads give the mean and the log-variance of
