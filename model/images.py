@@ -12,7 +12,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # MPO: how Pillow names a JPEG that carries a second picture (phones' multi-picture and
 # HDR gain-map JPEGs); its first picture is an ordinary JPEG.
@@ -21,22 +21,39 @@ ACCEPTED_FORMATS = JPEG_FORMATS + ("PNG", "WEBP")
 # A 40-megapixel photo is larger than any phone camera produces; anything bigger is
 # most likely a decompression bomb (a tiny file that expands to gigabytes).
 DEFAULT_MAX_PIXELS = 40_000_000
+# The pixel cap alone does not bound the cost of a thin image: Pillow keeps one pointer (and for
+# a 1-pixel-wide image, most of a memory block) per row, and the PNG decoder holds whole rows, so a
+# 1 x 40,000,000 PNG of 155 kB peaked at 2.85 GB. No photo has a side this long (a 40-megapixel
+# panorama of 8:1 is 17,900 px wide); WebP itself stops at 16,383.
+DEFAULT_MAX_SIDE = 20_000
 WHITE = (255, 255, 255)
+# Rows of a 16-bit image converted to 8 bits at a time: about 4 MB of float32 each.
+_CHUNK_PIXELS = 1 << 20
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 class ImageError(ValueError):
-    """The bytes are not a usable image. The message is safe to show to a user."""
+    """The bytes are not a usable image. The message is safe to show to a user; `detail`, when set,
+    is what the decoder itself said, for the log."""
 
-    def __init__(self, message: str, code: str = "bad_image"):
+    def __init__(self, message: str, code: str = "bad_image", detail: str | None = None):
         super().__init__(message)
         self.code = code
+        self.detail = detail
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None,
+               max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
     """Decode JPEG/PNG/WebP bytes into an upright RGB image on white.
 
-    draft_size lets JPEG decode at a reduced scale (much faster for big photos) when
-    the caller only needs that many pixels on the short side.
+    draft_size: the caller needs only that many pixels on the long side. JPEG then decodes at a
+    reduced scale, and any image more than 6x that size is shrunk by a whole factor right after
+    decoding, before it is turned upright and composited (each of which copies the whole image).
+
+    Memory: the size is checked before any pixel is decoded, and at most one full-size copy of
+    the image is made besides the decoded one (benchmarks/decode_memory.py measures the worst).
     """
     if not data:
         raise ImageError("the image is empty", "empty_image")
@@ -58,12 +75,21 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
                     f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted",
                     "image_too_large",
                 )
+            if max(width, height) > max_side:
+                raise ImageError(
+                    f"the image is {width}x{height} pixels; its sides may be at most {max_side:,} pixels long",
+                    "image_too_large",
+                )
             if draft_size and im.format in JPEG_FORMATS:
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
+            orientation = _orientation(im)
+            im = _flat(im)  # L, LA, RGB or RGBA: transparency as alpha, at most 8 bits
             if draft_size:
                 im = _reduced(im, draft_size)
-            return _to_rgb_on_white(_upright(im))
+            if orientation in _TRANSPOSE:
+                im = im.transpose(_TRANSPOSE[orientation])
+            return _on_white(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -71,49 +97,82 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: in
     except UnidentifiedImageError as exc:
         raise ImageError("the file is not a JPEG, PNG or WebP image", "not_an_image") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as exc:
-        # Truncated or corrupt data surfaces as any of these from Pillow's decoders.
-        raise ImageError(f"the image could not be decoded ({exc.__class__.__name__}: {exc})", "corrupt_image") from exc
+        # Truncated or corrupt data surfaces as any of these from Pillow's decoders. What the decoder
+        # said means nothing to a user; the handler logs it.
+        raise ImageError("the image could not be decoded: the file is damaged or incomplete", "corrupt_image",
+                         detail=f"{exc.__class__.__name__}: {exc}") from exc
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation (1-8), read before any conversion, or None."""
+    try:
+        return im.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block (any error Pillow's parser meets)
+        return None  # ...leaves the pixels fine: keep them as stored rather than refuse the photo
 
 
 def _reduced(im: Image.Image, size: int) -> Image.Image:
-    """A big image with an alpha channel shrunk by a whole factor as soon as it is decoded, keeping
-    at least 3x the pixels needed (as JPEG's draft mode does while decoding). Turning it upright and
-    compositing it on white would otherwise each make full-size copies: 1.3 GB for a 40-megapixel
-    RGBA WebP (benchmarks/decode_memory.py). The whole-factor reduction rounds the image's far edges
-    a little differently from resize's own, so the result is close to, not equal to, the full-size path's."""
+    """A big image shrunk by a whole factor as soon as it is decoded, keeping at least 3x the pixels
+    needed (as JPEG's draft mode does while decoding), so that turning it upright and compositing it
+    on white copy a small image, not a 40-megapixel one. The factor is the one resize's own
+    reducing_gap=3 would use; the whole-factor reduction rounds the far edges a little differently
+    from resize's, so the result is close to, not equal to, the full-size path's."""
     factor = int(max(im.size) / size / 3.0)
-    if factor < 2 or im.mode not in ("LA", "RGBA"):
+    if factor < 2:
         return im
     return im.reduce(factor)  # alpha is premultiplied while averaging
 
 
-def _upright(im: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - a damaged EXIF block (any error Pillow's parser meets)
-        return im  # ...leaves the pixels fine: keep them as stored rather than refuse the photo
-
-
-def _to_rgb_on_white(im: Image.Image) -> Image.Image:
+def _flat(im: Image.Image) -> Image.Image:
+    """Any decoded mode -> L, LA, RGB or RGBA, with a colour key or palette transparency as alpha.
+    Each step replaces the image, so at most two full-size images are alive at once."""
+    key = im.info.get("transparency")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: Pillow's convert("RGB") would clip instead of scaling.
-        # float32 and in place: a 40-megapixel 16-bit PNG must fit the Lambda's memory several times over.
-        raw = np.asarray(im).astype(np.float32)
-        key = im.info.get("transparency")
-        # A colour key (tRNS) is a 16-bit value: it must be found before scaling to 8 bits loses it.
-        alpha = Image.fromarray(np.where(raw == key, 0, 255).astype(np.uint8), "L") if isinstance(key, int) else None
-        peak = 65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0
-        raw *= np.float32(255.0 / peak)
-        raw += np.float32(0.5)
-        grey = Image.fromarray(np.clip(raw, 0, 255, out=raw).astype(np.uint8), "L")
-        im = grey if alpha is None else Image.merge("LA", (grey, alpha))
-    elif im.mode == "F":
+        return _sixteen_bit(im)
+    if im.mode == "F":
         grey = np.clip(np.nan_to_num(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
-        im = Image.fromarray(grey, "L")
-    if im.mode in ("1", "P", "L", "RGB") and "transparency" in im.info:
-        # A palette index or a colour key (PNG tRNS) marks the transparent pixels: on white too.
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return Image.fromarray(grey, "L")
+    if im.mode in ("1", "P", "L", "RGB") and key is not None:
+        # A palette index or a colour key (PNG tRNS) marks the transparent pixels.
+        return im.convert("RGBA")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode in ("PA", "RGBa", "La"):
+        return im.convert("RGBA")
+    if im.mode == "P":
+        return im.convert("RGBA" if im.palette is not None and im.palette.mode == "RGBA" else "RGB")
+    return im.convert("RGB")  # CMYK, YCbCr, RGBX, ...
+
+
+def _sixteen_bit(im: Image.Image) -> Image.Image:
+    """16/32-bit greyscale -> L (LA with a colour key): scaled, not clipped as Pillow's convert would.
+    A block of rows at a time, so the float copy stays small whatever the image's size."""
+    raw = np.asarray(im)
+    key = im.info.get("transparency")
+    # A colour key (tRNS) is a 16-bit value: it must be found before scaling to 8 bits loses it.
+    keyed = isinstance(key, int)
+    peak = 65535.0 if im.mode.startswith("I;16") or raw.max() > 255 else 255.0
+    scale = np.float32(255.0 / peak)
+    grey = np.empty(raw.shape, np.uint8)
+    alpha = np.empty(raw.shape, np.uint8) if keyed else None
+    rows = max(1, _CHUNK_PIXELS // max(1, raw.shape[1]))
+    for top in range(0, raw.shape[0], rows):
+        block = raw[top:top + rows]
+        if keyed:
+            alpha[top:top + rows] = np.where(block == key, np.uint8(0), np.uint8(255))
+        block = block.astype(np.float32)
+        block *= scale
+        block += np.float32(0.5)
+        grey[top:top + rows] = np.clip(block, 0, 255, out=block)
+    del raw
+    grey_im = Image.fromarray(grey, "L")
+    return grey_im if alpha is None else Image.merge("LA", (grey_im, Image.fromarray(alpha, "L")))
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGBA", "LA"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -84,7 +84,7 @@ def _photo(data: bytes, field: str, size: int, max_pixels: int):
     try:
         return load_square(data, size, max_pixels)
     except ImageError as exc:  # of two photos, say which one is wrong
-        raise ImageError(f"photo {field}: {exc}", exc.code) from None
+        raise ImageError(f"photo {field}: {exc}", exc.code, exc.detail) from None
 
 
 def interpolate(model: Model, a: bytes, b: bytes, steps=8, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:

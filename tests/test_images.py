@@ -167,3 +167,36 @@ def test_png_round_trip_and_psnr():
     b[..., 0] = np.clip(b[..., 0] + 10, 0, 255)
     mse = np.mean((a.astype(float) - b) ** 2) / 255**2
     assert psnr(a, b.astype(np.uint8)) == pytest.approx(10 * np.log10(1 / mse))
+
+
+@pytest.mark.parametrize("width, height", [(1, 40_000_000), (40_000_000, 1), (20_001, 1_000)])
+def test_a_side_longer_than_any_photo_is_refused_before_decoding(width, height):
+    # Within the pixel cap, but a thin image costs far more than its pixels (one row pointer, and for
+    # the PNG decoder one whole row, each): refused from the header alone.
+    with pytest.raises(ImageError) as info:
+        load_square(huge_png_header(width, height), 64)
+    assert info.value.code == "image_too_large" and "20,000 pixels" in str(info.value)
+    assert load_square(png_of(Image.new("L", (1, 20_000), 0)), 64).shape == (64, 64, 3)  # the longest accepted
+
+
+def test_a_decoder_error_is_said_in_the_users_words_and_kept_for_the_log(real_jpeg):
+    # Issue 18: "the image could not be decoded (OSError: image file is truncated (8 bytes not processed))".
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    png = png_bytes(noise)
+    for data in (png[: len(png) // 2], real_jpeg[: len(real_jpeg) // 2]):
+        with pytest.raises(ImageError) as info:
+            load_square(data, 64)
+        message = str(info.value)
+        assert info.value.code == "corrupt_image" and "damaged or incomplete" in message
+        assert "Error" not in message and "(" not in message, message
+        assert info.value.detail and "Error" in info.value.detail  # what the decoder said, for the log
+
+
+def test_a_big_image_is_shrunk_before_it_is_composited():
+    # A 2400x1600 palette image with a transparent key: reduced by a whole factor right after decoding,
+    # and still white where transparent, with the opaque square where it was.
+    im = Image.new("P", (2400, 1600), 0)
+    im.putpalette([0, 0, 255, 0, 0, 0] + [0] * 762)
+    im.paste(1, (800, 400, 1600, 1200))
+    square = load_square(png_of(im, transparency=0), 64)
+    assert (square[5, 5] == 255).all() and (square[32, 32] < 10).all()
