@@ -50,6 +50,14 @@ class _OnnxBackend:
     def decode(self, z: np.ndarray) -> np.ndarray:
         return self._decoder.run(None, {"z": z.astype(np.float32, copy=False)})[0]
 
+    def signature(self) -> dict:
+        """Each network's declared inputs and outputs: name -> shape (a symbolic dimension as None)."""
+        def described(values):
+            return {v.name: [d if isinstance(d, int) else None for d in v.shape] for v in values}
+
+        return {network: (described(session.get_inputs()), described(session.get_outputs()))
+                for network, session in (("encoder", self._encoder), ("decoder", self._decoder))}
+
 
 class _TorchScriptBackend:
     def __init__(self, folder: Path):
@@ -68,6 +76,9 @@ class _TorchScriptBackend:
     def decode(self, z: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return self._decoder(self._torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).numpy()
+
+    def signature(self) -> None:
+        return None  # TorchScript keeps no declared names or shapes: the trial run checks it
 
 
 def load_backend(folder: str | Path, backend: str):
@@ -124,6 +135,63 @@ def load_prior(folder: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
+def _shape_text(shape) -> str:
+    return "x".join("N" if d is None else str(d) for d in shape)
+
+
+def check_model(model: "Model") -> None:
+    """The loaded networks are the ones model.json describes, or ModelError says how they differ.
+
+    Files whose hashes match can still be the wrong files (encoder and decoder swapped, another
+    model's networks under this model.json, a wrong image_size): without this the load succeeds and
+    every request fails. Checked: the declared input and output names and shapes (ONNX), then one
+    encode -> decode of a grey image: shapes, finiteness and the output's value range."""
+    meta, size, dim = model.metadata, model.image_size, model.latent_dim
+    image_shape = [None, 3, size, size]  # NCHW RGB: the contract's layout
+    section = lambda key: meta.get(key) if isinstance(meta.get(key), dict) else {}  # noqa: E731
+    latent = section("latent")
+    mu_logvar = latent.get("encoder_outputs") or ["mu", "logvar"]
+    want = {
+        "encoder": ({section("input").get("name", "image"): image_shape}, {name: [None, dim] for name in mu_logvar}),
+        "decoder": ({"z": [None, dim]}, {section("output").get("name", "image"): image_shape}),
+    }
+    declared = model._backend.signature()
+    if declared is not None:
+        for network, (want_in, want_out) in want.items():
+            for role, wanted, got in (("input", want_in, declared[network][0]),
+                                      ("output", want_out, declared[network][1])):
+                if list(got) != list(wanted):
+                    raise ModelError(f"the {network}'s {role}s are {', '.join(got) or 'none'}, where model.json "
+                                     f"describes {', '.join(wanted)}: the model files do not fit model.json")
+                for name, shape in wanted.items():
+                    have = got[name]
+                    if len(have) != len(shape) or any(h is not None and w is not None and h != w
+                                                      for h, w in zip(have, shape)):
+                        raise ModelError(f"the {network}'s {role} {name} is {_shape_text(have)}, where model.json "
+                                         f"says {_shape_text(shape)}: the model files do not fit model.json")
+    low, high = (section("output").get("range") or [0.0, 1.0])[:2]
+    try:
+        mu, logvar = model.encode(np.full((1, 3, size, size), 0.5, np.float32))
+        if np.shape(mu) != (1, dim) or np.shape(logvar) != (1, dim):
+            raise ModelError(f"the encoder gives codes of shape {_shape_text(np.shape(mu))} for one image, "
+                             f"where model.json says {dim}: the model files do not fit model.json")
+        out = model.decode(np.asarray(mu, np.float32))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types
+        raise ModelError(f"the model does not run on a {size}x{size} image as model.json describes "
+                         f"({exc.__class__.__name__}): the model files do not fit model.json") from exc
+    if np.shape(out) != (1, 3, size, size):
+        raise ModelError(f"the decoder gives images of shape {_shape_text(np.shape(out))}, where model.json says "
+                         f"{_shape_text([1, 3, size, size])}: the model files do not fit model.json")
+    if not (np.isfinite(mu).all() and np.isfinite(logvar).all() and np.isfinite(out).all()):
+        raise ModelError("the model gives values that are not finite for a grey image")
+    slack = 0.01 * (high - low)
+    if out.min() < low - slack or out.max() > high + slack:
+        raise ModelError(f"the decoder's output spans {out.min():.3g}..{out.max():.3g}, outside the range "
+                         f"{low}..{high} of model.json")
+
+
 def verify_files(folder: Path, meta: dict, names: tuple[str, ...]) -> None:
     """A missing, truncated or swapped file fails here, with its name, not deep in a runtime."""
     hashes = meta.get("files", {})
@@ -162,6 +230,7 @@ class Model:
         self.image_size: int = self.metadata["image_size"]
         self.latent_dim: int = self.metadata["latent_dim"]
         self.prior = load_prior(folder, self.latent_dim) if PRIOR_FILE in files else None
+        check_model(self)
 
     def latents(self, u: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         """Codes to sample from standard-normal draws u (N, latent_dim): mean + temperature * L u

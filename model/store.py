@@ -12,15 +12,19 @@ interrupted download is never mistaken for a model.
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.runtime import Model, ModelError, model_files
 
+log = logging.getLogger("car-vae")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "car-vae-models"
 VERSION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -42,13 +46,24 @@ def pointer_key(prefix: str) -> str:
     return f"{prefix.strip('/')}/latest.json"
 
 
+# A cold start with S3 down or stalled must leave room for the answer: the init phase's load and the
+# first request's retry together within 10 s (API Gateway gives up at 29 s). Each S3 call waits at most
+# CONNECT_TIMEOUT_S to connect and READ_TIMEOUT_S for each read (a healthy S3 answers in milliseconds
+# and never pauses that long mid-file), two attempts in all; the first call that fails ends the load.
+CONNECT_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 1.5
+ATTEMPTS = 2
+# ...and a load that is still downloading after this long (an S3 that trickles) stops before its next file.
+LOAD_BUDGET_S = 4.0
+
+
 def s3_client():
     import boto3
     from botocore.config import Config
 
-    # Fail fast when S3 is unreachable or stalls: a request should get a 503, not wait out API
-    # Gateway's 29 s. A healthy S3 never pauses 5 s mid-file; the next request tries again.
-    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    # A request should get a 503, not wait out API Gateway's 29 s; the next request tries again.
+    config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                    retries={"total_max_attempts": ATTEMPTS, "mode": "standard"})
     return boto3.client("s3", config=config)
 
 
@@ -97,6 +112,7 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
 
     prefix = prefix.strip("/")
     cache = cache or DEFAULT_CACHE
+    deadline = time.monotonic() + LOAD_BUDGET_S
     reading = pointer_key(prefix)  # the key an S3 error is about
     try:
         s3 = s3 or s3_client()
@@ -120,6 +136,8 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
             raise ModelError(f"model.json at s3://{bucket}/{key} lists no {', '.join(missing)}")
         location.folder.mkdir(parents=True, exist_ok=True)
         for name in names:
+            if time.monotonic() > deadline:
+                raise ModelError(f"S3 is too slow: s3://{bucket}/{key} did not download within {LOAD_BUDGET_S:g} s")
             # Download beside the target, then rename: a partial file never has the real name.
             partial = location.folder / f".{name}.part"
             reading = key + name
@@ -138,9 +156,27 @@ def fetch_from_s3(bucket: str, prefix: str, version: str | None, backend: str = 
             hint = f": no model was uploaded there{unsure} (python -m training.upload MODEL_DIR s3://{bucket}/{prefix})"
         raise ModelError(f"S3 refused the model download of s3://{bucket}/{reading} ({code}){hint}") from None
     except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: a transfer that broke off, e.g. RetriesExceededError
-        raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix} ({exc.__class__.__name__})") from None
+        log.warning("S3 failed reading s3://%s/%s: %s: %s", bucket, reading, exc.__class__.__name__, exc)
+        raise ModelError(f"S3 is unreachable for s3://{bucket}/{prefix}: {_s3_failure(exc)}") from None
     except OSError as exc:
-        raise ModelError(f"could not write the model cache ({exc.__class__.__name__}: {exc})") from None
+        log.warning("model cache write failed: %s: %s", exc.__class__.__name__, exc)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else "it is not writable"
+        raise ModelError(f"could not write the model cache under {cache}: {reason}") from None
+
+
+def _s3_failure(exc: Exception) -> str:
+    """What went wrong, in words (the exception's class and text go to the log)."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    cause = exc
+    while cause is not None and not isinstance(cause, (ReadTimeoutError, ConnectTimeoutError,
+                                                        EndpointConnectionError)):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ReadTimeoutError) or "timed out" in str(exc).lower():
+        return f"it stopped answering (no data for {READ_TIMEOUT_S:g} s)"
+    if isinstance(cause, (ConnectTimeoutError, EndpointConnectionError)):
+        return "could not connect to it"
+    return "the connection broke off"
 
 
 def _cached(folder: Path, backend: str) -> bool:
