@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: where results go and what machine produced them."""
+"""Shared by the benchmark scripts (and experiments/common.py): where results go and what machine produced them."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,22 +44,11 @@ def save(name: str, result: dict, folder: Path = RESULTS) -> Path:
     return path
 
 
-def save_grid(name: str, rows: list[tuple[str, np.ndarray]]) -> Path:
-    """docs/<name>.png: labelled rows of uint8 images (N, H, W, 3), as the trainer draws them."""
+def save_grid(name: str, rows: list[tuple[str, np.ndarray]], folder: Path = RESULTS) -> Path:
+    """<folder>/<name>.png: labelled rows of uint8 images (N, H, W, 3), as the trainer draws them."""
     from training.report import image_grid  # torch: only the scripts that draw need it
 
-    figure = ROOT / "docs" / f"{name}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    figure = folder / f"{name}.png"
     image_grid(rows).save(figure, optimize=True)
     return figure
-
-
-def labelled_grids(runs: list[tuple[str, Path]], out: Path) -> None:
-    """One figure of training runs: each run's last sample grid under its label."""
-    panels = []
-    for label, run in runs:
-        grid = Image.open(sorted((run / "samples").glob("*.png"))[-1]).convert("RGB")
-        strip = Image.new("RGB", (grid.width, 22), "white")
-        ImageDraw.Draw(strip).text((6, 5), label, fill="black")
-        panels += [np.asarray(strip), np.asarray(grid)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels)).save(out, optimize=True)

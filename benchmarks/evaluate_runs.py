@@ -21,7 +21,7 @@ from benchmarks.common import MANIFEST, save
 from training.data import load_dataset
 from training.export import load_vae
 from model.runtime import Model
-from training.train import evaluate, reconstruction_metrics
+from training.metrics import evaluate, reconstruction_metrics
 
 SETS = {"catalogue": "1", "street_and_showroom": "0"}  # the manifest's white_background column
 

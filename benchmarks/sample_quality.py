@@ -12,7 +12,8 @@ draws u for every model), scored against the catalogue validation photos:
 - spread: mean absolute pixel difference between two samples, as a fraction of that between
   two photos (low means the samples are all alike).
 These are proxies, not a realism score (no Inception network here); the figure
-docs/<name>.png shows the samples themselves.
+benchmarks/results/<name>.png shows the samples themselves (the comparisons that chose the default
+model, made with it, are in experiments/results and experiments/figures).
 """
 from __future__ import annotations
 

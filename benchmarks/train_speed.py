@@ -8,7 +8,7 @@
     python -m benchmarks.train_speed --batch-sizes 1024 --compile default max-autotune-no-cudagraphs \
         --variants model explicit-upsample padded-ends --profile  # levers, A/B, a kernel table each
 
-Each step is exactly the trainer's (training.train.train_step, then the weights' moving
+Each step is exactly the trainer's (training.step.train_step, then the weights' moving
 average): augmentation on the device, forward in bf16 autocast where the hardware has it
 (the trainer's --precision auto), backward, gradient clipping, AdamW, EMA. The images
 are random uint8 tensors kept on the device, as the trainer keeps a dataset that fits.
@@ -53,7 +53,9 @@ from benchmarks.common import RESULTS, save
 from training.vae import VAE, ResBlock, UpsampleConv, VAEConfig
 from training.ema import EMA
 from training.losses import LossConfig, vae_loss
-from training.train import PRECISIONS, autocast_for, build_parser, forward_loss, resolve_precision, train_step
+from training.config import Settings, defaults
+from training.devices import PRECISIONS, autocast_for, resolve_precision
+from training.step import forward_loss, train_step
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
@@ -244,10 +246,10 @@ def variant_name(text: str) -> str:
     return text
 
 
-def measure(settings: dict, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
+def measure(settings: Settings, batch: int, device: torch.device, compile_mode: str | None, seconds: float,
             precision: str, fused: bool = False, variant: str = "model", profile: bool = False,
             compile_scope: str = "step") -> dict:
-    cfg = VAEConfig.from_dict(settings)
+    cfg = settings.model()
     torch.manual_seed(0)
     vae = VAE(cfg).to(device, memory_format=torch.channels_last)
     apply_variant(vae, variant)
@@ -258,9 +260,9 @@ def measure(settings: dict, batch: int, device: torch.device, compile_mode: str 
             model = torch.compile(vae, mode=compile_mode)
         else:
             loss_fn = torch.compile(forward_loss, mode=compile_mode)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"], betas=(0.9, 0.99), fused=fused or None)
-    ema = EMA(vae, settings["ema"]) if settings["ema"] else None
-    loss_cfg = LossConfig(beta=settings["beta"])
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, betas=(0.9, 0.99), fused=fused or None)
+    ema = EMA(vae, settings.ema) if settings.ema else None
+    loss_cfg = LossConfig(beta=settings.beta)
     autocast = autocast_for(device, precision)
     pool = torch.randint(0, 256, (max(batch * 4, 1024), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
                          device=device)
@@ -313,26 +315,26 @@ def profile_table(steps, device: torch.device, rows: int = 25) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
 
 
-def flops_per_image(settings: dict, variant: str = "model") -> float:
+def flops_per_image(settings: Settings, variant: str = "model") -> float:
     """Forward + backward of one training image, counted by torch (the optimizer's few are left out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = VAEConfig.from_dict(settings)
+    cfg = settings.model()
     vae, x = VAE(cfg), torch.rand(2, 3, cfg.image_size, cfg.image_size)
     apply_variant(vae, variant)
     with FlopCounterMode(display=False) as counter:
         recon, mu, logvar = vae(x)
-        vae_loss(x, recon, mu, logvar, LossConfig(beta=settings["beta"]), 0.5)[0].backward()
+        vae_loss(x, recon, mu, logvar, LossConfig(beta=settings.beta), 0.5)[0].backward()
     return counter.get_total_flops() / len(x)
 
 
-def saved_bytes_per_image(settings: dict, variant: str = "model", precision: str = "bf16") -> float:
+def saved_bytes_per_image(settings: Settings, variant: str = "model", precision: str = "bf16") -> float:
     """Bytes the trainer's forward pass keeps for backward, per training image, eager (compiled, the
     partitioner may keep fewer and recompute the rest). Backward reads each once after forward wrote it:
     an estimate of the step's least memory traffic. Taken as the difference between two batch sizes, so the
     once-per-step bf16 copies of the weights drop out."""
-    cfg = VAEConfig.from_dict(settings)
-    loss_cfg = LossConfig(beta=settings["beta"])
+    cfg = settings.model()
+    loss_cfg = LossConfig(beta=settings.beta)
     autocast = autocast_for(torch.device("cpu"), precision)
 
     def kept(batch: int) -> int:
@@ -389,7 +391,7 @@ def main() -> None:
     if args.fastest_in:
         print(fastest_variant(args.fastest_in))
         return
-    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    settings = defaults()
     if args.flops:
         for variant in args.variants:
             print(f"{variant}: {flops_per_image(settings, variant) / 1e9:.2f} GFLOP per training image "
@@ -408,7 +410,7 @@ def main() -> None:
         # Detach the CUDA profiler's hooks when each profile ends, or they slow every later setting
         # (pytorch/pytorch#144455).
         os.environ.setdefault("TEARDOWN_CUPTI", "1")
-    batches = args.batch_sizes or [settings["batch_size"]]
+    batches = args.batch_sizes or [settings.batch_size]
     compiled = [] if args.compile is None else args.compile or ["default"]
     # Compiled first: the fastest settings are what a device call cut short by its time limit must not lose.
     compile_modes = list(itertools.product(compiled, args.compile_scope)) + [(None, "step")]
@@ -441,7 +443,7 @@ def main() -> None:
             (args.out / f"train_speed_{device.type}_profile.txt").write_text("\n\n".join(tables) + "\n")
         path = save(f"train_speed_{device.type}", {
             "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "config": {k: settings[k] for k in ("image_size", "latent_dim", "base_channels", "max_channels", "res_blocks")},
+            "config": {k: getattr(settings, k) for k in ("image_size", "latent_dim", "base_channels", "max_channels", "res_blocks")},
             "runs": runs,
         }, args.out)
     print(f"-> {path}")

@@ -7,9 +7,9 @@ reconstruct much better than the encoder's, the decoder can draw those photos an
 encoder that falls short; a gap larger on held-out than on training photos means the encoder
 generalises worse than the decoder.
 
-    python -m benchmarks.amortisation_gap runs/sigma128 --name amortisation_gap_128px
+    python -m experiments.amortisation_gap runs/sigma128 --name amortisation_gap_128px
 
-Writes benchmarks/results/<name>.json.
+Writes experiments/results/<name>.json.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MANIFEST, save
+from experiments.common import MANIFEST, save
 from training.data import load_dataset
 from training.export import load_vae
 from training.metrics import psnr_per_image
@@ -44,7 +44,7 @@ def optimise_codes(decoder, photos: torch.Tensor, start: torch.Tensor, beta: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.amortisation_gap", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.amortisation_gap", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (checkpoint.pt)")
     p.add_argument("--name", required=True, help="name of the result JSON")
     p.add_argument("--data", default=str(MANIFEST))

@@ -3,9 +3,11 @@ each run reconstructs the same validation photos and decodes the same draws u ~ 
 temperature 1 and 0.7) through its sampling distribution (the fitted Gaussian in its
 checkpoint, else N(0, I)), so differences come from the models alone.
 
-    python -m benchmarks.compare_runs runs/cpu128b runs/ft128 --name default_vs_two_stage_128px
+    python -m experiments.compare_runs runs/cpu128b runs/ft128 --name default_vs_two_stage_128px
 
-Writes benchmarks/results/<name>.json and docs/<name>.png. Runs must share image and latent size.
+Writes experiments/results/<name>.json and experiments/figures/<name>.png. Runs must share image and latent size.
+The default model's figure (README, "The default model") is this script's too, written beside the product's
+measurements:  python -m experiments.compare_runs runs/default --name default_model_128px --headline
 """
 from __future__ import annotations
 
@@ -15,19 +17,22 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MANIFEST, save, save_grid
+from benchmarks.common import RESULTS as PRODUCT_RESULTS
+from experiments.common import MANIFEST, ROOT, save, save_grid
 from training import prior, report
 from training.data import load_dataset
 from training.export import load_vae
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_runs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.compare_runs", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (each holds checkpoint.pt and metrics.json)")
     p.add_argument("--name", required=True, help="name of the result JSON and of the figure")
     p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--count", type=int, default=8, help="photos and samples per row")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--headline", action="store_true",
+                   help="the default model's figure: docs/NAME.png and benchmarks/results/NAME.json")
     args = p.parse_args(argv)
 
     models = [(Path(run), *load_vae(Path(run))) for run in args.runs]
@@ -51,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
                                  "validation": metrics["validation"], "training": metrics["training"]}
             v = metrics["validation"]
             print(f"{run.name:20s} val PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:6.1f}")
-    figure = save_grid(args.name, rows)
-    print(f"-> {save(args.name, {'runs': results})}, {figure}")
+    if args.headline:
+        figure = save_grid(args.name, rows, ROOT / "docs")
+        print(f"-> {save(args.name, {'runs': results}, PRODUCT_RESULTS)}, {figure}")
+    else:
+        figure = save_grid(args.name, rows)
+        print(f"-> {save(args.name, {'runs': results})}, {figure}")
 
 
 if __name__ == "__main__":

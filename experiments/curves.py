@@ -1,11 +1,11 @@
 """The validation curves of finished runs, with their settings, in one results file.
 
-    python -m benchmarks.curves runs/pilot64-base runs/pilot64-aug --name augment_pilot_64px
+    python -m experiments.curves runs/pilot64-base runs/pilot64-aug --name augment_pilot_64px
 
 For each run folder: its config.json (the flags it was started with), the epoch, time and
 metrics of its best validation PSNR and of its last weights, and every validation point
 (epoch, seconds, PSNR, SSIM, KL) from the checkpoint's history. Writes
-benchmarks/results/<name>.json and prints one line a run.
+experiments/results/<name>.json and prints one line a run.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import save
+from experiments.common import save
 from training import checkpoint
 
 
@@ -28,9 +28,9 @@ def curve(run: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.curves", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.curves", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (config.json + checkpoint.pt)")
-    p.add_argument("--name", required=True, help="results file name (benchmarks/results/NAME.json)")
+    p.add_argument("--name", required=True, help="results file name (experiments/results/NAME.json)")
     args = p.parse_args(argv)
     runs = {run.name: curve(run) for run in args.runs}
     for name, r in runs.items():

@@ -2,9 +2,9 @@
 ("model", what is exported) and the optimiser's own weights ("train_model"); evaluate both on
 the catalogue set's validation photos.
 
-    python -m benchmarks.ema_gain runs/ema64 runs/ema-ft --name ema
+    python -m experiments.ema_gain runs/ema64 runs/ema-ft --name ema
 
-Writes benchmarks/results/<name>.json.
+Writes experiments/results/<name>.json.
 """
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MANIFEST, save
+from experiments.common import MANIFEST, save
 from training.vae import VAE, VAEConfig
 from training import checkpoint
 from training.data import load_dataset
-from training.train import evaluate
+from training.metrics import evaluate
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ema_gain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.ema_gain", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders trained with --ema")
     p.add_argument("--name", required=True, help="name of the result JSON")
     p.add_argument("--data", default=str(MANIFEST))

@@ -1,7 +1,7 @@
 """Fine-tune only the encoder of a run against its frozen decoder: the experiments behind the
 README's "The encoder is the bottleneck".
 
-    python -m benchmarks.encoder_stage --decode sample -- --data ../shared/data/manifest.csv \\
+    python -m experiments.encoder_stage --decode sample -- --data ../shared/data/manifest.csv \\
         --val-filter white_background=1 --init runs/sigma128 --out runs/enc-ft --beta 0.02 --kl-warmup 0 \\
         --lr 3e-4 --batch-size 32 --max-time 1200 --epochs 1000
 
@@ -34,7 +34,7 @@ def frozen_decoder_vae(decode: str) -> type[VAE]:
 
 
 def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict | None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.encoder_stage", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.encoder_stage", description=__doc__.split("\n\n")[0])
     p.add_argument("--decode", choices=("sample", "mean"), default="sample")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then python -m training.train's flags")
     args = p.parse_args(argv)

@@ -1,15 +1,15 @@
 """Compare training recipes on the same data and the same time (or epoch) budget.
 
-    python -m benchmarks.loss_variants                                  # 64 px, 300 s each, on this machine
-    python -m benchmarks.loss_variants --image-size 128 --seconds 200   # the issue's GPU setting
-    python -m benchmarks.loss_variants --epochs 100 --only default wider deeper latent   # architectures
+    python -m experiments.loss_variants                                  # 64 px, 300 s each, on this machine
+    python -m experiments.loss_variants --image-size 128 --seconds 200   # the issue's GPU setting
+    python -m experiments.loss_variants --epochs 100 --only default wider deeper latent   # architectures
 
 Each variant is a real `training.train` run on the catalogue set of ../shared/data
 (white_background=1, the manifest's fixed validation split) with a wall-clock budget
 (--max-time), or with a number of epochs (--epochs: a fair budget between networks of
 different speeds when the question is what a GPU's budget would give); the table reports
 validation PSNR/SSIM/KL and the mean-image baseline. Writes
-benchmarks/results/loss_variants_<device>.json (or ..._<N>epochs.json).
+experiments/results/loss_variants_<device>.json (or ..._<N>epochs.json).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MANIFEST, RESULTS, labelled_grids, save
+from experiments.common import MANIFEST, RESULTS, labelled_grids, save
 from training.train import main as train
 
 # Every variant starts from the trainer's defaults when these were measured: beta 0.5, no moving
@@ -44,7 +44,7 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.loss_variants", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.loss_variants", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")

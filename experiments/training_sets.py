@@ -1,12 +1,12 @@
 """Which photos to train on: the catalogue set alone, every photo, or every photo then the
 catalogue set (pre-training + fine-tuning). All three report on the same catalogue val rows.
 
-    python -m benchmarks.training_sets                       # 64 px: 600 s, 600 s, 600 + 200 s
-    python -m benchmarks.training_sets --runs runs/pilots    # reuse runs already finished there
+    python -m experiments.training_sets                       # 64 px: 600 s, 600 s, 600 + 200 s
+    python -m experiments.training_sets --runs runs/pilots    # reuse runs already finished there
 
 Each recipe is a real `training.train` run with a wall-clock budget. A run folder that already
-holds metrics.json is reused, not retrained. Writes benchmarks/results/training_sets_<px>px_<device>.json
-and docs/training_sets_<px>px.png (each run's last grid: validation photos, reconstructions, samples).
+holds metrics.json is reused, not retrained. Writes experiments/results/training_sets_<px>px_<device>.json
+and experiments/figures/training_sets_<px>px.png (each run's last grid: validation photos, reconstructions, samples).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MANIFEST, ROOT, labelled_grids, save
+from experiments.common import FIGURES, MANIFEST, labelled_grids, save
 from training.train import main as train
 
 
@@ -43,7 +43,7 @@ LABELS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.training_sets", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.training_sets", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(MANIFEST))
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=600.0, help="budget of the 'cat' and 'all' runs")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{LABELS[name]:60s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.3f}  KL {v['kl']:6.1f}  ({run})")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = save(f"training_sets_{args.image_size}px_{device}", {"image_size": args.image_size, "recipes": results})
-    labelled_grids([(LABELS[n], runs / n) for n in results], ROOT / "docs" / f"training_sets_{args.image_size}px.png")
+    labelled_grids([(LABELS[n], runs / n) for n in results], FIGURES / f"training_sets_{args.image_size}px.png")
     print(f"-> {path}")
 
 

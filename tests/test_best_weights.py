@@ -17,7 +17,8 @@ def test_best_weights_are_kept_measured_and_exported(tmp_path, synthetic_dir):
     from training import checkpoint
     from training.data import load_dataset
     from training.export import export
-    from training.train import evaluate, main
+    from training.metrics import evaluate
+    from training.train import main
 
     run = tmp_path / "run"
     # A rate this high makes validation peak early (seeded, so the same every time).
@@ -68,7 +69,7 @@ def test_export_of_best_weights_names_a_checkpoint_that_has_none(tmp_path, tiny_
 
 
 def test_curves_report_the_best_and_last_validation_points(tiny_run):
-    from benchmarks.curves import curve
+    from experiments.curves import curve
     from training import checkpoint
 
     result = curve(tiny_run)

@@ -21,10 +21,11 @@ def test_a_training_step_never_waits_for_the_host(compiled, variant):
     from benchmarks.train_speed import apply_variant
     from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
-    from training.train import build_parser, forward_loss, train_step
+    from training.config import defaults
+    from training.step import forward_loss, train_step
 
     device = torch.device("cuda")
-    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    settings = defaults()
     vae = VAE(VAEConfig()).to(device, memory_format=torch.channels_last)
     apply_variant(vae, variant)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)

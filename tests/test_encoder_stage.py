@@ -10,7 +10,7 @@ pytestmark = needs_torch
 def test_only_the_encoder_moves(tmp_path, tiny_run, synthetic_dir, decode):
     import torch
 
-    from benchmarks.encoder_stage import main
+    from experiments.encoder_stage import main
     from training import checkpoint
 
     start = checkpoint.load(tiny_run / "checkpoint.pt")["model"]

@@ -64,7 +64,7 @@ def untrained_val_psnr(data_dir) -> float:
 
     from training.vae import VAE, VAEConfig
     from training.data import load_dataset
-    from training.train import evaluate
+    from training.metrics import evaluate
 
     torch.manual_seed(0)
     val = torch.from_numpy(load_dataset(data_dir, 64).val).permute(0, 3, 1, 2).contiguous()
@@ -206,7 +206,7 @@ def test_resume_follows_moved_photos_but_refuses_other_photos(tmp_path, tiny_run
 
 
 def test_extending_a_run_continues_its_schedule_from_where_it_was():
-    from training.train import Schedule
+    from training.schedule import Schedule
 
     plain = Schedule(total_steps=100, max_time=None)
     assert plain.progress(10, 99.0) == 0.1 and plain.extended_to(100, None, 10, 5.0) is plain
@@ -230,7 +230,8 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_best_weights(tmp_
 
     from training.vae import VAE, VAEConfig
     from training import prior
-    from training.train import keep_best, main
+    from training.checkpoint import keep_best
+    from training.train import main
 
     with pytest.raises(SystemExit, match="training diverged.*after epoch 1 .*no checkpoint was written.*--lr"):
         main(["--data", str(synthetic_dir), "--out", str(tmp_path / "r"), *TINY_MODEL_FLAGS, "--epochs", "3",
@@ -243,7 +244,7 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_best_weights(tmp_
 
 
 def test_out_of_range_numbers_are_refused_by_name(capsys):
-    from training.train import build_parser
+    from training.config import build_parser
 
     assert build_parser().parse_args(["--out", "x", "--max-time", "0"]).max_time == 0  # 0: no limit
     assert build_parser().parse_args(["--out", "x", "--compile", "--no-compile"]).compile is False
@@ -258,7 +259,8 @@ def test_out_of_range_numbers_are_refused_by_name(capsys):
 
 def test_a_time_budget_ending_mid_epoch_still_leaves_the_final_reports(tmp_path, synthetic_dir, capsys):
     from training import checkpoint
-    from training.train import epochs_trained, main
+    from training.schedule import epochs_trained
+    from training.train import main
 
     run = tmp_path / "run"
     flags = [*TINY_MODEL_FLAGS, "--batch-size", "4", "--epochs", "100000", "--sample-every", "100000"]
@@ -370,11 +372,12 @@ def test_the_compiled_forward_pass_computes_the_eager_one_without_a_compile_per_
 
     from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
-    from training.train import build_parser, forward_loss, train_step
+    from training.config import defaults
+    from training.step import forward_loss, train_step
 
     torch._dynamo.reset()
     counters.clear()
-    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    settings = defaults()
     torch.manual_seed(0)
     vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
     batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
@@ -418,10 +421,11 @@ def test_the_compiled_forward_pass_reads_no_tensor_from_outside_the_model_and_ba
 
     from training.vae import VAE, VAEConfig
     from training.losses import LossConfig
-    from training.train import build_parser, forward_loss
+    from training.config import defaults
+    from training.step import forward_loss
 
     torch._dynamo.reset()
-    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    settings = defaults()
     vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
     batch = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
     graphs = []

@@ -57,10 +57,11 @@ def test_each_variant_compiles_to_one_graph_once_reading_only_the_model_and_batc
     from contextlib import nullcontext
 
     from training.losses import LossConfig
-    from training.train import build_parser, forward_loss
+    from training.config import defaults
+    from training.step import forward_loss
 
     torch._dynamo.reset()
-    settings = vars(build_parser().parse_args(["--out", "unused"]))
+    settings = defaults()
     vae = VAE(VAEConfig(image_size=64, latent_dim=16, base_channels=8, max_channels=16, res_blocks=0))
     apply_variant(vae, variant)
     graphs = []
@@ -83,10 +84,9 @@ def test_the_bytes_kept_for_backward_match_a_hand_count():
     """The explicit form keeps each upsampled tensor (4 pixels per input pixel) where the fold keeps
     its input: it keeps 3/4 of the upsampled tensors' bf16 bytes more, per image."""
     from benchmarks.train_speed import saved_bytes_per_image
-    from training.train import build_parser
+    from training.config import defaults
 
-    settings = vars(build_parser().parse_args(["--out", "unused", "--image-size", "64", "--latent-dim", "16",
-                                               "--base-channels", "8", "--max-channels", "32"]))
+    settings = defaults(["--image-size", "64", "--latent-dim", "16", "--base-channels", "8", "--max-channels", "32"])
     # The decoder's upsamplings at 64 px: (channels, input size) 32 at 4, 32 at 8, 16 at 16, 8 at 32.
     upsampled = sum(channels * (2 * size) ** 2 for channels, size in [(32, 4), (32, 8), (16, 16), (8, 32)])
     extra = saved_bytes_per_image(settings, "explicit-upsample") - saved_bytes_per_image(settings, "model")

@@ -4,15 +4,23 @@ The state is serialised to a temporary file in the same folder, flushed and fsyn
 then renamed over the old checkpoint: a rename within one file system is atomic, so at
 every instant `checkpoint.pt` is either the old complete file or the new complete one.
 Loading uses weights_only=True: a checkpoint can never run code.
+
+A training checkpoint holds the served weights (`model`: the moving average when EMA is on), the
+optimiser's own weights (`train_model`), the optimiser, each rank's random state, and where the run
+had got (RunState): what `--resume` needs to continue as if never stopped.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from training.schedule import Schedule
 
 CHUNK = 1 << 20
 
@@ -103,3 +111,94 @@ def best_metrics(metrics: dict, best: dict) -> dict:
     weights = f"best validation PSNR, epoch {best['epoch']} of {training.get('epochs', '?')}"
     return {**metrics, "validation": {**metrics.get("validation", {}), **best["validation"]},
             "training": {**training, "weights": weights}}
+
+
+@dataclass
+class RunState:
+    """Where a run has got: what its checkpoint keeps beside the weights, the optimiser and the random state."""
+
+    schedule: Schedule
+    epoch: int = 0  # whole epochs done
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training, over every session
+    history: list = field(default_factory=list)  # one entry per epoch (metrics.json's curves)
+    batch: int = 0  # batches done of an epoch cut short (Ctrl-C, --max-time): a resume trains the rest
+    batch_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3))  # the epoch's loss sums so far
+    best: dict | None = None  # the served weights at the best validation PSNR so far, with when and how good
+    best_before_cut: dict | None = None  # `best` before the evaluation a cut-short epoch made
+    saved_epoch: int | None = None  # the epoch of the newest checkpoint on disk (not saved in it)
+
+
+def training_state(run: RunState, served, vae, optimizer, vae_config: dict, loss_config: dict, rngs: list[dict],
+                   latent_prior: dict | None = None) -> dict:
+    """What checkpoint.pt holds for a run at `run`; `served` is `vae` itself, or its moving average."""
+    state = {
+        "model": served.state_dict(), "optimizer": optimizer.state_dict(), "epoch": run.epoch, "step": run.step,
+        "elapsed": run.elapsed, "history": run.history, "rng": rngs[0]["cpu"], "rng_ranks": rngs,
+        "vae_config": vae_config, "loss_config": loss_config, "schedule": run.schedule.to_dict(),
+        "batch": run.batch,
+    }
+    if run.batch:
+        state["batch_sums"], state["best_before_cut"] = run.batch_sums.detach().cpu(), run.best_before_cut
+    if served is not vae:
+        state["train_model"] = vae.state_dict()
+    if run.best:
+        state["best"] = run.best
+    if latent_prior:
+        state["latent_prior"] = latent_prior
+    return state
+
+
+def save_training(path: Path, run: RunState, *args, **kwargs) -> None:
+    """training_state(run, ...) written atomically to path; the run remembers the epoch saved."""
+    save_atomic(training_state(run, *args, **kwargs), path)
+    run.saved_epoch = run.epoch
+
+
+def resume(path: Path, vae, optimizer, vae_config, total_steps: int, max_time: float | None) -> tuple[dict, RunState]:
+    """Load a run's checkpoint into vae and optimizer -> (the state, where the run had got). The
+    schedule is spread over total_steps and max_time from where the run was, should they have changed."""
+    try:
+        state = load(path)
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    saved_cfg = state.get("vae_config")
+    if saved_cfg and type(vae_config).from_dict(saved_cfg) != vae_config:
+        raise SystemExit(f"error: {path} holds a model of {saved_cfg}, but {path.parent / 'config.json'} "
+                         f"describes {vae_config.to_dict()}")
+    try:
+        # With EMA, "model" holds the average and "train_model" the optimiser's own weights.
+        vae.load_state_dict(state.get("train_model", state["model"]))
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise SystemExit(f"error: {path} does not fit this run ({first_sentence(str(exc))})") from None
+    step, elapsed, batch = state["step"], state["elapsed"], state.get("batch", 0)
+    schedule = Schedule(total_steps, max_time)
+    if "schedule" in state:  # a checkpoint from before had none: it resumes as it always did
+        schedule = Schedule(**state["schedule"]).extended_to(total_steps, max_time, step, elapsed)
+    run = RunState(schedule, state["epoch"], step, elapsed, state["history"], batch, saved_epoch=state["epoch"])
+    # An epoch a Ctrl-C or --max-time cut short: its rest comes next, and its entry is redone whole.
+    if batch and "batch_sums" in state:
+        run.batch_sums = state["batch_sums"]
+    # The best weights as they were before the cut: its evaluation is one an unstopped run never makes.
+    run.best = state["best_before_cut"] if batch and "best_before_cut" in state else state.get("best")
+    return state, run
+
+
+def load_init(run: str | Path) -> dict:
+    """The checkpoint of the run --init names."""
+    try:
+        return load(checkpoint_path(run))
+    except CheckpointError as exc:
+        raise SystemExit(f"error: --init: {exc}") from None
+
+
+def keep_best(best: dict | None, served, metrics: dict, epoch: int, step: int) -> dict:
+    """The served weights (a CPU copy) if they beat the best validation PSNR so far: what
+    `training.export --weights best` exports when a run peaks before it ends."""
+    if not math.isfinite(metrics["psnr"]):  # diverged weights never replace the kept ones
+        return best
+    if best is not None and metrics["psnr"] <= best["validation"]["psnr"]:
+        return best
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in served.state_dict().items()}
+    return {"epoch": epoch, "step": step, "validation": dict(metrics), "model": weights}

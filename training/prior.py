@@ -110,7 +110,7 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> to
 def main(argv: list[str] | None = None) -> None:
     from training.data import DatasetError, load_dataset, warnings_printed
     from training.export import ExportError, load_vae
-    from training.train import parse_filters, positive_int
+    from training.config import parse_filters, positive_int
 
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training run folder (holds checkpoint.pt and config.json)")
