@@ -26,8 +26,8 @@ from pathlib import Path
 import requests
 
 from benchmarks.common import percentile, save
-from tests.conftest import real_photo_paths
-from tests.stack import LocalStack
+from tests.support.photos import real_photo_paths
+from tests.support.stack import LocalStack
 
 
 def workload(photos: list[bytes]):

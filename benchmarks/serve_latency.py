@@ -23,7 +23,7 @@ import json, time
 t0 = time.perf_counter()
 import handler
 t1 = time.perf_counter()
-from tests.events import Context, rest_event
+from tests.support.events import Context, rest_event
 handler.handler(rest_event("GET", "/health"), Context())
 print(json.dumps({"import_and_load_ms": (t1 - t0) * 1000, "first_request_ms": (time.perf_counter() - t1) * 1000}))
 """
@@ -51,8 +51,8 @@ def warm(backend: str, requests: int) -> dict:
     os.environ["MODEL_BACKEND"] = backend
     sys.path.insert(0, str(ROOT))
     import handler
-    from tests.conftest import catalogue_rows, SHARED_DATA
-    from tests.events import Context, json_event, multipart_event, rest_event
+    from tests.support.photos import catalogue_rows, SHARED_DATA
+    from tests.support.events import Context, json_event, multipart_event, rest_event
 
     handler.BACKEND = backend
     handler.reset_model()

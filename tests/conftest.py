@@ -1,7 +1,6 @@
 """Shared fixtures: real photos from ../shared/data, synthetic cars, a tiny exported model."""
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sys
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("CAR_DATA", ROOT.parent / "shared" / "data"))
 BUNDLED_MODEL = ROOT / "model" / "default"
 sys.path.insert(0, str(ROOT))
 # HANDLER_ROOT points the handler tests at another copy of handler.py + model/, such as
@@ -25,24 +23,9 @@ try:
 except ImportError:  # the Python 3.12 run mirrors the Lambda: no torch
     HAS_TORCH = False
 
+from tests.support.photos import SHARED_DATA, catalogue_rows, real_photo_paths  # noqa: E402,F401 - tests import them here
+
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch (the Lambda-like environment has none)")
-
-
-def catalogue_rows(split: str = "val") -> list[dict]:
-    manifest = SHARED_DATA / "manifest.csv"
-    if not manifest.exists():
-        pytest.fail(f"real car photos not found at {SHARED_DATA} (set CAR_DATA or place ../shared/data)")
-    with open(manifest, newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["white_background"] == "1" and r["split"] == split]
-    return sorted(rows, key=lambda r: r["file"])
-
-
-def real_photo_paths() -> list[Path]:
-    """A few real catalogue photos (validation split), red and otherwise."""
-    rows = catalogue_rows()
-    red = [r for r in rows if r["file"].startswith("cars-red/")][:3]
-    other = [r for r in rows if r["file"].startswith("stanford-cars/")][:3]
-    return [SHARED_DATA / r["file"] for r in red + other]
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +82,7 @@ def tiny_model_dir(tmp_path_factory, tiny_run) -> Path:
 def local_stack(tmp_path_factory):
     """One local stack (serverless-offline + page server) for every test that needs it; at the
     end it must stop cleanly on Ctrl-C, leaving no process or port behind."""
-    from tests.stack import LocalStack
+    from tests.support.stack import LocalStack
 
     stack = LocalStack(tmp_path_factory.mktemp("stack") / "local_stack.log")
     try:

@@ -14,8 +14,8 @@ import requests
 
 import handler
 from tests.conftest import BUNDLED_MODEL
-from tests.stack import MotoServer, free_port
-from tests.events import Context, json_event, rest_event
+from tests.support.stack import MotoServer, free_port
+from tests.support.events import Context, json_event, rest_event
 
 
 def call(event):
@@ -371,7 +371,7 @@ def test_a_broken_download_at_cold_start_does_not_stop_the_function_starting(bro
     broken_s3.fault = fault
     # A fresh interpreter imports the handler, which loads the model during Lambda's init phase.
     env = {**os.environ, "MODEL_PRELOAD": "1", "TMPDIR": str(tmp_path)}
-    probe = ("import time; started = time.monotonic(); import handler, json; from tests.events import Context, "
+    probe = ("import time; started = time.monotonic(); import handler, json; from tests.support.events import Context, "
              "rest_event; status = handler.handler(rest_event('GET', '/health'), Context())['statusCode'];"
              "print(status, time.monotonic() - started)")
     proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,

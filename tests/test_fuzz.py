@@ -27,7 +27,7 @@ from PIL import Image
 
 import handler
 from tests.conftest import real_photo_paths
-from tests.events import Context, multipart_body, rest_event
+from tests.support.events import Context, multipart_body, rest_event
 from tests.test_images import huge_png_header
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 100))

@@ -10,7 +10,7 @@ from PIL import Image
 
 import handler
 from model.images import psnr
-from tests.events import Context, json_event, multipart_body, multipart_event, rest_event
+from tests.support.events import Context, json_event, multipart_body, multipart_event, rest_event
 from tests.test_images import huge_png_header
 
 

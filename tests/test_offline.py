@@ -50,7 +50,7 @@ def test_a_port_in_use_is_named_before_anything_starts():
     import sys
 
     from tests.conftest import ROOT
-    from tests.stack import free_port
+    from tests.support.stack import free_port
 
     ports = {"--api-port": free_port(), "--lambda-port": free_port(), "--web-port": free_port()}
     with socket.socket() as busy:  # a forgotten `make run`'s page server, say
@@ -71,7 +71,7 @@ def test_the_local_stack_serves_a_model_folder_of_ones_own(tmp_path, tiny_model_
     import sys
 
     from tests.conftest import ROOT
-    from tests.stack import LocalStack
+    from tests.support.stack import LocalStack
 
     stack = LocalStack(tmp_path / "stack.log", extra_args=("--model-dir", str(tiny_model_dir)))
     try:
@@ -100,7 +100,7 @@ def test_the_local_stack_serves_a_model_uploaded_to_s3(tmp_path, tiny_model_dir,
     import boto3
 
     from tests.conftest import ROOT
-    from tests.stack import LocalStack, MotoServer
+    from tests.support.stack import LocalStack, MotoServer
 
     moto = MotoServer()
     try:

@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from tests.conftest import ROOT
-from tests.stack import MotoServer
+from tests.support.stack import MotoServer
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port() -> int:
@@ -98,8 +98,8 @@ class LocalStack:
             return json.load(response)
 
     def post_form(self, path: str, fields: dict) -> tuple[int, dict]:
-        """A multipart POST built like the handler tests' (tests.events.multipart_body)."""
-        from tests.events import multipart_body
+        """A multipart POST built like the handler tests' (tests.support.events.multipart_body)."""
+        from tests.support.events import multipart_body
 
         body, content_type = multipart_body(fields)
         request = urllib.request.Request(self.api + path, data=body, method="POST",
