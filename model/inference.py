@@ -68,15 +68,15 @@ def reconstruct(model: Model, image: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def sample(model: Model, n=8, seed=None, temperature=1.0) -> dict:
-    """n new cars: u ~ N(0, I) from the seed, turned into codes by the model's prior (the Gaussian
-    fitted to its training photos, or N(0, I)) at this temperature; the same seed gives the same cars."""
+    """n new cars: codes drawn from the model's prior (the mixture fitted to its training photos'
+    codes, or N(0, I)) at this temperature; the same seed gives the same cars."""
     n = bounded_int(n, "n", 1, MAX_SAMPLES)
     temperature = bounded_float(temperature, "temperature", 0.0, MAX_TEMPERATURE)
     if seed is None:
         seed = int(np.random.default_rng().integers(0, MAX_SEED))
     seed = bounded_int(seed, "seed", 0, MAX_SEED)
-    u = np.random.default_rng(seed).standard_normal((n, model.latent_dim))
-    images = from_model_output(model.decode(model.latents(u, temperature)))
+    codes = model.sample_codes(np.random.default_rng(seed), n, temperature)
+    images = from_model_output(model.decode(codes))
     return {"images": [png_base64(im) for im in images], "seed": seed, "temperature": temperature, "n": n}
 
 

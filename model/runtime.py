@@ -4,9 +4,9 @@ A model directory (written by `python -m training.export`) holds model.json and 
 encoder/decoder as ONNX and as jit-traced TorchScript. The Lambda runs the ONNX files
 with onnxruntime (torch does not fit in a Lambda package); where torch is installed the
 TorchScript files load too and give the same results. Either way the model is plain
-numpy in, numpy out. Samples are decoded from mean + temperature * L u with u ~ N(0, I),
-where latent_prior.npz holds the Gaussian fitted to the training photos' codes; a
-model directory without that file samples N(0, I).
+numpy in, numpy out. Samples are decoded from codes drawn from latent_prior.npz, the mixture of
+Gaussians (format 2) or the one Gaussian (format 1) fitted to the training photos' codes
+(model/prior.py); a model directory without that file samples N(0, I).
 """
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from model import prior
+
+FORMAT_VERSION = 2  # 2: latent_prior.npz may hold a mixture (model/prior.py)
+FORMAT_VERSIONS = (1, 2)  # what this runtime serves
 BACKEND_FILES = {
     "onnx": ("encoder.onnx", "decoder.onnx"),
     "torchscript": ("encoder.pt", "decoder.pt"),
@@ -38,6 +41,14 @@ class _OnnxBackend:
         options.intra_op_num_threads = os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No spin-waiting: by default onnxruntime's idle pool threads spin between (and after) operators.
+        # A Lambda of 2,048 MB sees 2 cores but gets about 1.2 vCPU of time, and a spinning thread burns
+        # that quota while the working one waits for it: with spinning, a batch of 8 decodes took 2.5x
+        # as long on 2 busy cores (benchmarks/results/serve_latency.json), slower than TorchScript.
+        # ORT_ALLOW_SPINNING=1 turns it back on (a machine with cores to spare may gain a little).
+        spinning = "1" if os.environ.get("ORT_ALLOW_SPINNING", "0") == "1" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         encoder, decoder = (str(folder / name) for name in BACKEND_FILES["onnx"])
         providers = ["CPUExecutionProvider"]
         self._encoder = ort.InferenceSession(encoder, options, providers=providers)
@@ -102,8 +113,9 @@ def read_metadata(folder: Path) -> dict:
     if not isinstance(meta, dict):
         raise ModelError(f"model.json in {folder} is not a JSON object")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelError(f"model format version {version!r} is not supported (this service reads version {FORMAT_VERSION})")
+    if version not in FORMAT_VERSIONS:
+        raise ModelError(f"model format version {version!r} is not supported (this service reads versions "
+                         f"{', '.join(map(str, FORMAT_VERSIONS))})")
     for key in ("image_size", "latent_dim"):
         if not isinstance(meta.get(key), int) or meta[key] < 1:
             raise ModelError(f"model.json in {folder} has no valid '{key}'")
@@ -121,18 +133,12 @@ def model_files(meta: dict, backend: str) -> tuple[str, ...]:
     return BACKEND_FILES[backend] + ((PRIOR_FILE,) if prior else ())
 
 
-def load_prior(folder: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (D,), scale_tril (D, D)) from latent_prior.npz, checked for shape and finiteness."""
+def load_prior(folder: Path, latent_dim: int) -> prior.Mixture:
+    """The sampling distribution in latent_prior.npz, checked for shape and finiteness."""
     try:
-        with np.load(folder / PRIOR_FILE, allow_pickle=False) as arrays:
-            mean, scale = arrays["mean"].astype(np.float32), arrays["scale_tril"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"{PRIOR_FILE} is unreadable ({exc.__class__.__name__})") from None
-    if mean.shape != (latent_dim,) or scale.shape != (latent_dim, latent_dim):
-        raise ModelError(f"{PRIOR_FILE} does not match latent size {latent_dim}")
-    if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
-        raise ModelError(f"{PRIOR_FILE} holds values that are not finite")
-    return mean, scale
+        return prior.load(folder / PRIOR_FILE, latent_dim)
+    except prior.PriorError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _shape_text(shape) -> str:
@@ -232,13 +238,9 @@ class Model:
         self.prior = load_prior(folder, self.latent_dim) if PRIOR_FILE in files else None
         check_model(self)
 
-    def latents(self, u: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """Codes to sample from standard-normal draws u (N, latent_dim): mean + temperature * L u
-        under the fitted prior, temperature * u without one."""
-        if self.prior is None:
-            return (u * temperature).astype(np.float32)
-        mean, scale = self.prior
-        return (mean + temperature * (u @ scale.T)).astype(np.float32)
+    def sample_codes(self, rng: np.random.Generator, n: int, temperature: float = 1.0) -> np.ndarray:
+        """n codes (n, latent_dim) to decode, drawn from the fitted prior (N(0, I) without one)."""
+        return (self.prior or prior.standard_normal(self.latent_dim)).sample(rng, n, temperature)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 (N, 3, S, S) in [0, 1] -> (mu, logvar), each (N, latent_dim)."""

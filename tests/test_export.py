@@ -42,7 +42,7 @@ def test_model_json_describes_the_files(tiny_model_dir):
     import hashlib
 
     meta = json.loads((tiny_model_dir / "model.json").read_text())
-    assert meta["format_version"] == 1 and meta["image_size"] == 64 and meta["latent_dim"] == 16
+    assert meta["format_version"] == 2 and meta["image_size"] == 64 and meta["latent_dim"] == 16
     assert meta["input"]["range"] == [0.0, 1.0] and meta["output"]["range"] == [0.0, 1.0]
     assert set(meta["files"]) == {"encoder.pt", "decoder.pt", "encoder.onnx", "decoder.onnx", "latent_prior.npz"}
     assert meta["latent"]["prior_file"] == "latent_prior.npz" and meta["latent"]["prior_fitted_on"]["codes"] > 0

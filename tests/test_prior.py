@@ -1,5 +1,6 @@
-"""The sampling distribution: a Gaussian fitted to the training photos' codes, carried by the
-export into the service, which samples mean + temperature * L u."""
+"""The sampling distribution: a Gaussian, or a mixture of Gaussians, fitted to the training photos'
+codes, carried by the export into the service, which draws a component by weight and then
+mean + temperature * L u."""
 import hashlib
 import json
 import shutil
@@ -69,12 +70,80 @@ def test_augmented_passes_give_codes_of_other_colours():
 
 def test_service_samples_the_fitted_distribution(tiny_model_dir):
     model = Model(tiny_model_dir, "onnx")
-    mean, scale = model.prior
-    u = np.random.default_rng(0).standard_normal((50_000, model.latent_dim))
-    z = model.latents(u, temperature=0.5)
+    assert model.prior.components == 1
+    mean, scale = model.prior.means[0], model.prior.scale_trils[0]
+    z = model.sample_codes(np.random.default_rng(0), 50_000, temperature=0.5)
     assert np.abs(z.mean(0) - mean).max() < 0.02 * max(1.0, np.abs(mean).max())
     cov = 0.25 * scale @ scale.T
     assert np.abs(np.cov(z.T) - cov).max() < 0.05 * np.abs(cov).max()
+
+
+def test_a_format_1_prior_draws_the_codes_it_always_drew(tiny_model_dir):
+    """The same seed, the same cars: mean + T * L u with u the seed's first standard-normal draws."""
+    model = Model(tiny_model_dir, "onnx")
+    with np.load(tiny_model_dir / "latent_prior.npz") as arrays:
+        mean, scale = arrays["mean"], arrays["scale_tril"]
+    u = np.random.default_rng(7).standard_normal((5, model.latent_dim))
+    expected = (mean + 0.8 * (u @ scale.T)).astype(np.float32)
+    assert np.allclose(model.sample_codes(np.random.default_rng(7), 5, 0.8), expected, atol=1e-6)
+
+
+def _mixture_model(tiny_model_dir, tmp_path, weights, means, scales):
+    def edit(folder, meta):
+        np.savez(folder / "latent_prior.npz", weights=weights, means=means, scale_trils=scales)
+        _rehash(folder, meta)
+        meta["format_version"] = 2
+    return Model(_copy_with(tiny_model_dir, tmp_path, edit), "onnx")
+
+
+def test_the_service_samples_a_mixture_by_its_weights(tiny_model_dir, tmp_path):
+    d = 16
+    means = np.stack([np.full(d, -5.0), np.full(d, 5.0)]).astype(np.float32)
+    scales = np.stack([0.1 * np.eye(d), 0.1 * np.eye(d)]).astype(np.float32)
+    model = _mixture_model(tiny_model_dir, tmp_path, np.array([0.25, 0.75], np.float32), means, scales)
+    assert model.prior.components == 2
+    z = model.sample_codes(np.random.default_rng(0), 4000, temperature=1.0)
+    upper = z.mean(1) > 0
+    assert abs(upper.mean() - 0.75) < 0.03, "components drawn by weight"
+    assert np.abs(z[upper] - 5.0).max() < 1.0 and np.abs(z[~upper] + 5.0).max() < 1.0, "each code near its mean"
+    cold = model.sample_codes(np.random.default_rng(1), 50, temperature=0.0)
+    assert set(np.round(cold[:, 0])) <= {-5.0, 5.0}, "temperature 0 draws the components' means"
+    again = model.sample_codes(np.random.default_rng(0), 4000, temperature=1.0)
+    assert np.array_equal(z, again), "a seed gives the same codes"
+
+
+@pytest.mark.parametrize("weights", [np.array([0.5, 0.6]), np.array([-0.5, 1.5])])
+def test_mixture_weights_that_are_no_distribution_are_refused(tiny_model_dir, tmp_path, weights):
+    d = 16
+    with pytest.raises(ModelError, match="weights are not a distribution"):
+        _mixture_model(tiny_model_dir, tmp_path, weights.astype(np.float32), np.zeros((2, d), np.float32),
+                       np.stack([np.eye(d)] * 2).astype(np.float32))
+
+
+@needs_torch
+def test_a_mixture_fit_finds_separate_clusters_and_export_serves_it(tmp_path):
+    import torch
+
+    from training.export import write_prior
+    from training.prior import fit_mixture, latents, total_variance
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-4.0] * 6, [0.0] * 6, [4.0] * 6], dtype=torch.float64)
+    codes = torch.cat([c + 0.3 * torch.randn(1000, 6, generator=g, dtype=torch.float64) for c in centres])
+    fitted = fit_mixture(codes, 3)
+    order = fitted["means"][:, 0].argsort()
+    assert torch.allclose(fitted["means"][order].double(), centres, atol=0.1)
+    assert torch.allclose(fitted["weights"], torch.full((3,), 1 / 3), atol=0.02)
+    z = latents(fitted, torch.randn(20_000, 6, generator=g, dtype=torch.float64).float())
+    assert abs(total_variance(fitted) - float(z.double().var(0).sum())) < 0.05 * total_variance(fitted)
+    assert (z.mean(1).abs() < 6).all() and z[:, 0].std() > 2, "grid codes come from every component"
+
+    meta = write_prior(fitted, tmp_path)
+    assert meta["components"] == 3 and meta["prior_file"] == "latent_prior.npz"
+    from model import prior as runtime_prior
+
+    served = runtime_prior.load(tmp_path / "latent_prior.npz", 6)
+    assert np.allclose(served.means, fitted["means"].numpy()) and np.allclose(served.weights.sum(), 1.0)
 
 
 def test_temperature_zero_decodes_the_mean_code(tiny_model_dir):
@@ -84,7 +153,7 @@ def test_temperature_zero_decodes_the_mean_code(tiny_model_dir):
     model = Model(tiny_model_dir, "onnx")
     out = inference.sample(model, n=3, seed=5, temperature=0)
     assert len(set(out["images"])) == 1
-    expected = png_base64(from_model_output(model.decode(model.prior[0][None]))[0])
+    expected = png_base64(from_model_output(model.decode(model.prior.means[:1].astype(np.float32)))[0])
     assert out["images"][0] == expected
 
 
@@ -110,7 +179,7 @@ def test_a_model_without_a_prior_samples_the_standard_normal(tiny_model_dir, tmp
     model = Model(_copy_with(tiny_model_dir, tmp_path, drop), "onnx")
     assert model.prior is None
     u = np.random.default_rng(0).standard_normal((4, model.latent_dim))
-    assert np.array_equal(model.latents(u, 0.7), (u * 0.7).astype(np.float32))
+    assert np.allclose(model.sample_codes(np.random.default_rng(0), 4, 0.7), (u * 0.7).astype(np.float32))
 
 
 @pytest.mark.parametrize("damage, message", [

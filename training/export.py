@@ -29,7 +29,7 @@ import torch
 
 from model.runtime import BACKEND_FILES, FORMAT_VERSION, PRIOR_FILE
 from training.vae import VAE, VAEConfig
-from training import checkpoint
+from training import checkpoint, prior
 
 PARITY_TOLERANCE = 1e-4
 
@@ -111,6 +111,17 @@ def check_destination(run: Path, out: Path) -> None:
                           "so give a new or empty folder (or an earlier export to replace)")
 
 
+def write_prior(fitted: dict, folder: Path) -> dict:
+    """latent_prior.npz in folder (model/prior.py reads it), and model.json's "latent" entry."""
+    arrays = {k: fitted[k].numpy() for k in ("weights", "means", "scale_trils", "mean", "scale_tril") if k in fitted}
+    np.savez(folder / PRIOR_FILE, **arrays)
+    k = prior.component_count(fitted)
+    what = (f"mixture of {k} gaussians fitted to the training photos' codes" if k > 1
+            else "gaussian fitted to the training photos' codes")
+    return {"prior": what, "components": k, "encoder_outputs": ["mu", "logvar"], "prior_file": PRIOR_FILE,
+            "prior_fitted_on": {"codes": fitted["codes"], "data": fitted.get("data"), "filter": fitted.get("filter", [])}}
+
+
 def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
     run, out = Path(run), Path(out)
     vae, state = load_vae(run, weights)
@@ -133,11 +144,7 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
             torch.jit.save(torch.jit.trace(vae.decoder, example_z), staging / "decoder.pt")
         _export_onnx(vae.encoder, example_x, staging / "encoder.onnx", ["image"], ["mu", "logvar"])
         _export_onnx(vae.decoder, example_z, staging / "decoder.onnx", ["z"], ["image"])
-        fitted = state["latent_prior"]
-        np.savez(staging / PRIOR_FILE, mean=fitted["mean"].numpy(), scale_tril=fitted["scale_tril"].numpy())
-        sampling = {"prior": "gaussian fitted to the training photos' codes", "encoder_outputs": ["mu", "logvar"],
-                    "prior_file": PRIOR_FILE, "prior_fitted_on": {"codes": fitted["codes"], "data": fitted.get("data"),
-                                                                  "filter": fitted.get("filter", [])}}
+        sampling = write_prior(state["latent_prior"], staging)
 
         metrics_file = run / "metrics.json"
         try:

@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from training.vae import VAE
@@ -71,13 +72,16 @@ def fit_gaussian(codes: torch.Tensor) -> dict:
     raise ValueError(f"no Gaussian could be fitted to the {len(codes)} codes (covariance not positive definite)")
 
 
-def fit(encoder, images: torch.Tensor, device, copies: int = 4, max_images: int | None = None, seed: int = 0) -> dict:
-    """Fit the sampling distribution to (up to max_images of) uint8 images (N, 3, S, S)."""
+def fit(encoder, images: torch.Tensor, device, copies: int = 4, max_images: int | None = None, seed: int = 0,
+        components: int = 1) -> dict:
+    """Fit the sampling distribution (one Gaussian, or a mixture of `components`) to (up to
+    max_images of) uint8 images (N, 3, S, S)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     if max_images is not None and len(images) > max_images:
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:max_images]
         images = images[pick.to(images.device)]
-    return fit_gaussian(encode_means(encoder, images, device, copies, generator=generator))
+    codes = encode_means(encoder, images, device, copies, generator=generator)
+    return fit_gaussian(codes) if components == 1 else fit_mixture(codes, components, seed)
 
 
 def fit_final_and_best(vae: VAE, best: dict | None, step: int, fit_encoder) -> dict:
@@ -94,17 +98,55 @@ def fit_final_and_best(vae: VAE, best: dict | None, step: int, fit_encoder) -> d
     return final
 
 
+def fit_mixture(codes: torch.Tensor, components: int, seed: int = 0) -> dict:
+    """A mixture of full-covariance Gaussians fitted to codes (N, D) by EM (scikit-learn): weights
+    (K,), means (K, D) and lower-triangular scales (K, D, D), as float32.
+
+    One Gaussian over every photo's code puts most of its mass between the cars, where the decoder
+    draws blurred mixtures of them; each component here covers one kind of car (a pose, a body, a
+    colour). The ridge added to every covariance (a tenth of the codes' mean variance) keeps each
+    component a cloud around its photos rather than the thin slice through them that few codes in
+    many dimensions would give: samples are new cars, not copies (benchmarks/perceptual.py's novelty)."""
+    from sklearn.mixture import GaussianMixture
+
+    codes = codes.double().numpy()
+    if not np.isfinite(codes).all():
+        raise ValueError("the encoder's codes are not finite (NaN or inf): its weights have diverged")
+    if len(codes) < 2 * components:
+        raise ValueError(f"{len(codes)} codes are too few for {components} mixture components")
+    ridge = 0.1 * float(codes.var(0).mean())
+    gm = GaussianMixture(components, covariance_type="full", reg_covar=ridge, max_iter=200, random_state=seed)
+    gm.fit(codes)
+    return {"weights": torch.from_numpy(gm.weights_).float(), "means": torch.from_numpy(gm.means_).float(),
+            "scale_trils": torch.from_numpy(np.linalg.cholesky(gm.covariances_)).float(), "codes": len(codes)}
+
+
+def component_count(prior: dict) -> int:
+    return len(prior["weights"]) if "weights" in prior else 1
+
+
 def total_variance(prior: dict) -> float:
-    """Trace of the fitted covariance L L^T: N(0, I) has latent_dim."""
-    return float(prior["scale_tril"].pow(2).sum())
+    """Trace of the fitted distribution's covariance: N(0, I) has latent_dim."""
+    if "weights" not in prior:
+        return float(prior["scale_tril"].pow(2).sum())
+    w, means = prior["weights"].double(), prior["means"].double()
+    within = (w * prior["scale_trils"].double().pow(2).sum((1, 2))).sum()
+    between = (w * (means - (w[:, None] * means).sum(0)).pow(2).sum(1)).sum()
+    return float(within + between)
 
 
-def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Codes for standard-normal draws u (N, D): mean + temperature * L u, or temperature * u without a prior."""
+def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Codes for standard-normal draws u (N, D): mean + temperature * L u of the Gaussian, or of a
+    mixture component drawn by weight (seeded), or temperature * u without a prior."""
     if prior is None:
         return u * temperature
-    mean, scale = prior["mean"].to(u.device), prior["scale_tril"].to(u.device)
-    return mean + temperature * u @ scale.T
+    if "weights" not in prior:
+        mean, scale = prior["mean"].to(u.device), prior["scale_tril"].to(u.device)
+        return mean + temperature * u @ scale.T
+    k = torch.multinomial(prior["weights"].double(), len(u), replacement=True,
+                          generator=torch.Generator().manual_seed(seed))
+    means, scales = prior["means"][k].to(u.device), prior["scale_trils"][k].to(u.device)
+    return means + temperature * torch.einsum("nij,nj->ni", scales, u)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
                    help="keep manifest rows where COLUMN equals VALUE (default: the run's own filters)")
     p.add_argument("--copies", type=positive_int, default=4, help="passes over the photos: as they are, then augmented")
+    p.add_argument("--components", type=positive_int, default=1,
+                   help="Gaussians in the mixture (1: one Gaussian; the default model's: see its model.json)")
     args = p.parse_args(argv)
     run = Path(args.run)
     try:
@@ -135,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     fitted_on = {"data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
     try:
         prior = fit_final_and_best(vae, state.get("best"), state["step"], lambda encoder: {
-            **fit(encoder, train, torch.device("cpu"), copies=args.copies), **fitted_on})
+            **fit(encoder, train, torch.device("cpu"), copies=args.copies, components=args.components), **fitted_on})
     except ValueError as exc:
         raise SystemExit(f"error: {run}: {exc}") from None
     state["latent_prior"] = prior

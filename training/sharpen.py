@@ -1,0 +1,274 @@
+"""Stage 2: teach a trained VAE's decoder to draw details (encoder frozen).
+
+    python -m training.sharpen --init model/default --data PHOTOS --out runs/NAME-sharp --max-time 5400
+    python -m training.sharpen --out runs/NAME-sharp --resume           # continue
+    python -m training.export runs/NAME-sharp --out runs/NAME-sharp-model
+
+Squared error rewards blur: where a grille or a wheel could be drawn several ways, their average
+costs least. This stage keeps the encoder (so the codes, and the sampling distribution fitted to
+them, stay valid) and retrains the decoder, from its weights, on decoded posterior samples with
+  L1 + perceptual distance (EfficientNet-Lite1 features, training/perceptual_loss.py)
+  + adaptive weight x PatchGAN hinge loss (training/discriminator.py),
+the recipe of the latent-diffusion autoencoder (Rombach et al. 2022) applied to a VAE whose
+reconstruction has already converged. Decoding samples z ~ q(z|x), not the mean, keeps the decoder
+smooth between photos, where the sampler and the morphs land.
+
+--init takes a run folder (checkpoint.pt) or an exported model folder (model.json + TorchScript).
+The run folder this writes is a training run as training.export reads it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training import checkpoint, report
+from training.augment import augment
+from training.data import DatasetError, load_dataset, warnings_printed
+from training.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
+from training.ema import EMA
+from training.metrics import mse_per_image, psnr_per_image, ssim
+from training.perceptual_loss import PerceptualLoss
+from training.vae import VAE, VAEConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.sharpen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", help="run folder or exported model folder whose weights to start from")
+    p.add_argument("--data", help="folder, .zip or manifest .csv of photos")
+    p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE")
+    p.add_argument("--val-filter", action="append", default=[], metavar="COLUMN=VALUE")
+    p.add_argument("--out", required=True, help="run folder (created)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--steps", type=int, default=20_000, help="optimisation steps (or --max-time, whichever first)")
+    p.add_argument("--max-time", type=float, default=0.0, help="seconds of training; 0: no limit")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4, help="decoder and discriminator (Adam, betas 0.5, 0.9)")
+    p.add_argument("--l1-weight", type=float, default=1.0)
+    p.add_argument("--perceptual-weight", type=float, default=0.1)
+    p.add_argument("--perceptual-size", type=int, default=128, help="images are resized to this for Lite1")
+    p.add_argument("--adversarial-weight", type=float, default=0.5, help="times the adaptive weight; 0: off")
+    p.add_argument("--disc-start", type=int, default=300, help="steps the discriminator learns alone first")
+    p.add_argument("--disc-channels", type=int, default=32)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=500, help="steps between validation, grids and checkpoints")
+    return p
+
+
+def load_init(path: Path) -> tuple[VAE, dict]:
+    """(VAE, latent_prior) from a run folder or an exported model folder."""
+    if (path / "checkpoint.pt").exists():
+        state = checkpoint.load(path / "checkpoint.pt")
+        vae = VAE(VAEConfig.from_dict(state["vae_config"]))
+        vae.load_state_dict(state["model"])
+        if not state.get("latent_prior"):
+            raise SystemExit(f"error: --init {path}: its checkpoint has no sampling distribution (fit one: "
+                             f"python -m training.prior {path})")
+        return vae, state["latent_prior"]
+    if not (path / "model.json").exists():
+        raise SystemExit(f"error: --init {path}: neither a run folder (checkpoint.pt) nor a model folder (model.json)")
+    meta = json.loads((path / "model.json").read_text())
+    vae = VAE(VAEConfig.from_dict(meta["architecture"]))
+    vae.encoder.load_state_dict(torch.jit.load(str(path / "encoder.pt"), map_location="cpu").state_dict())
+    vae.decoder.load_state_dict(torch.jit.load(str(path / "decoder.pt"), map_location="cpu").state_dict())
+    with np.load(path / "latent_prior.npz") as arrays:
+        prior = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    fitted = meta.get("latent", {}).get("prior_fitted_on", {})
+    prior.update({"codes": fitted.get("codes", 0), "data": fitted.get("data"), "filter": fitted.get("filter", [])})
+    return vae, prior
+
+
+def parse_filters(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
+@torch.no_grad()
+def evaluate(vae: VAE, decoder, images: torch.Tensor, batch_size: int = 64) -> dict:
+    sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].float() / 255.0
+        recon = decoder(vae.encoder(x)[0]).float()
+        sums["mse"] += mse_per_image(recon, x).sum().item()
+        sums["psnr"] += psnr_per_image(recon, x).sum().item()
+        sums["ssim"] += ssim(recon, x).sum().item()
+    return {k: v / len(images) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def sample_grid(vae: VAE, decoder, val: torch.Tensor, prior: dict, path: Path, n: int = 8) -> None:
+    from training.prior import latents
+
+    x = val[:n].float() / 255.0
+    codes = latents(prior, torch.randn(n, vae.cfg.latent_dim, generator=torch.Generator().manual_seed(0)))
+    report.image_grid([("photo", report.as_rows(x)), ("recon", report.as_rows(decoder(vae.encoder(x)[0]))),
+                       ("sample", report.as_rows(decoder(codes)))]).save(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume:
+        saved = json.loads((out / "config.json").read_text())
+        saved.update({k: v for k, v in vars(args).items() if k in ("steps", "max_time", "eval_every")})
+        args = argparse.Namespace(**{**saved, "resume": True})
+    elif ckpt_path.exists():
+        raise SystemExit(f"error: {out} already holds a run: pass --resume, or choose another --out")
+    elif not (args.init and args.data):
+        raise SystemExit("error: --init and --data are required (unless --resume)")
+    torch.manual_seed(args.seed)
+
+    vae, prior = load_init(Path(args.init))
+    vae.encoder.requires_grad_(False).eval()
+    decoder = vae.decoder
+    disc = PatchDiscriminator(args.disc_channels)
+    perceptual = PerceptualLoss(size=args.perceptual_size)
+    opt_g = torch.optim.Adam(decoder.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    ema = EMA(decoder, args.ema)
+    step, elapsed, history = 0, 0.0, []
+    if args.resume:
+        state = checkpoint.load(ckpt_path)
+        decoder.load_state_dict(state["train_decoder"])
+        ema.module.load_state_dict(state["ema_decoder"])
+        disc.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        torch.set_rng_state(state["rng"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text_atomic(out / "config.json", json.dumps(vars(args), indent=2))
+    (out / "samples").mkdir(exist_ok=True)
+
+    try:
+        with warnings_printed():
+            data = load_dataset(args.data, vae.cfg.image_size, parse_filters(args.filter), 0.1,
+                                parse_filters(args.val_filter))
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
+    val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
+    print(f"{len(train)} training / {len(val)} validation photos; decoder from {args.init}; "
+          f"{'until ' + str(args.steps) + ' steps' if not args.max_time else f'{args.max_time:.0f} s'}", file=sys.stderr)
+
+    parts = Parts(vae.encoder, decoder, disc, perceptual, opt_g, opt_d, ema)
+    bar = tqdm(total=args.steps, initial=step, unit="step", dynamic_ncols=True)
+    start_elapsed, session_start, session_step = elapsed, time.perf_counter(), step
+    sums = np.zeros(4)
+    while step < args.steps and not (args.max_time and elapsed >= args.max_time):
+        idx = torch.randint(len(train), (args.batch_size,))
+        losses = train_step(parts, augment(train[idx].float() / 255.0), step, args)
+        if not all(math.isfinite(v) for v in losses):
+            raise SystemExit(f"error: training diverged at step {step} (a loss is not finite); {ckpt_path} keeps "
+                             "the last checkpoint. Try a lower --lr or --adversarial-weight")
+        sums += losses
+        step += 1
+        session = time.perf_counter() - session_start
+        elapsed = start_elapsed + session
+        bar.update(1)
+        if step % 10 == 0:
+            rate = (step - session_step) / session
+            left = (args.steps - step) / rate
+            if args.max_time:
+                left = min(left, args.max_time - elapsed)
+            bar.set_postfix_str("rec {:.4f} g {:.3f} w {:.3g} d {:.3f}".format(*(sums / 10))
+                                + f" {rate * args.batch_size:.0f} img/s, ETA {left / 60:.0f} min")
+            history.append({"step": step, "elapsed": round(elapsed, 1),
+                            **dict(zip(("rec", "g", "weight", "d"), (sums / 10).tolist()))})
+            sums[:] = 0
+        if step % args.eval_every == 0:
+            metrics = evaluate(vae, ema.module, val)
+            bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+            history[-1].update({f"val_{k}": v for k, v in metrics.items()})
+            sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
+            save(out, parts, vae, prior, args, step, elapsed, history)
+    bar.close()
+
+    metrics = evaluate(vae, ema.module, val)
+    save(out, parts, vae, prior, args, step, elapsed, history)
+    sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
+    rate = (step - session_step) * args.batch_size / max(time.perf_counter() - session_start, 1e-9)
+    result = {
+        "validation": {**metrics, "images": len(val)},
+        "training": {"stage": "sharpen", "images": len(train), "steps": step, "seconds": round(elapsed, 1),
+                     "images_per_second": round(rate, 1), "device": "cpu", "precision": "bf16",
+                     "data": str(args.data), "filter": args.filter, "val_filter": args.val_filter, "init": args.init},
+        "loss": loss_config(args),
+    }
+    checkpoint.write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
+    print(f"validation: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} -> {out / 'metrics.json'}",
+          file=sys.stderr)
+    return result
+
+
+class Parts:
+    """What one step updates: the decoder (and its average), the discriminator, their optimisers."""
+
+    def __init__(self, encoder, decoder, disc, perceptual, opt_g, opt_d, ema):
+        self.encoder, self.decoder, self.disc, self.perceptual = encoder, decoder, disc, perceptual
+        self.opt_g, self.opt_d, self.ema = opt_g, opt_d, ema
+
+
+def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
+    """One decoder step, then one discriminator step -> [reconstruction loss, G loss, its weight, D loss]."""
+    with torch.no_grad():
+        mu, logvar = p.encoder(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recon = p.decoder(z)
+        rec = (args.l1_weight * (recon.float() - x).abs().mean()
+               + args.perceptual_weight * p.perceptual(recon, x).mean())
+        g, weight, loss = torch.zeros(()), torch.zeros(()), rec
+        if step >= args.disc_start and args.adversarial_weight > 0:
+            g = generator_loss(p.disc(recon))
+            weight = args.adversarial_weight * adaptive_weight(rec, g, p.decoder.features[-1].weight)
+            loss = rec + weight * g
+    p.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(p.decoder.parameters(), 1.0)
+    p.opt_g.step()
+    p.ema.update(p.decoder, step)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_loss = hinge_d_loss(p.disc(x), p.disc(recon.detach()))
+    p.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    p.opt_d.step()
+    return [rec.item(), g.item(), float(weight), d_loss.item()]
+
+
+def loss_config(args) -> dict:
+    return {"stage": "sharpen", "l1_weight": args.l1_weight, "perceptual": "efficientnet-lite1",
+            "perceptual_weight": args.perceptual_weight, "perceptual_size": args.perceptual_size,
+            "adversarial": "patchgan hinge, adaptive weight", "adversarial_weight": args.adversarial_weight,
+            "disc_start": args.disc_start}
+
+
+def save(out: Path, p: Parts, vae: VAE, prior: dict, args, step: int, elapsed: float, history: list) -> None:
+    """A checkpoint training.export reads (model: the encoder with the averaged decoder), plus
+    what --resume needs."""
+    served = {**{f"encoder.{k}": v for k, v in vae.encoder.state_dict().items()},
+              **{f"decoder.{k}": v for k, v in p.ema.module.state_dict().items()}}
+    checkpoint.save_atomic({
+        "model": served, "vae_config": vae.cfg.to_dict(), "latent_prior": prior, "loss_config": loss_config(args),
+        "epoch": 0, "step": step, "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
+        "train_decoder": p.decoder.state_dict(), "ema_decoder": p.ema.module.state_dict(),
+        "discriminator": p.disc.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
+    }, out / "checkpoint.pt")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: --resume continues from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
