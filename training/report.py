@@ -97,7 +97,7 @@ class ProgressBar:
     def __init__(self, schedule: Schedule, step: int, elapsed: float, enabled: bool):
         self.schedule, self.by_clock = schedule, bool(schedule.max_time)
         self.since = (step, elapsed)  # this session's start: its pace is what the estimate follows
-        self.told = False
+        self.told = not enabled  # only the bar that shows says the estimate (rank 0's)
         total, initial = (100.0, self._percent(step, elapsed)) if self.by_clock else (schedule.total_steps, step)
         fmt = ("{desc}{percentage:3.0f}%|{bar}| {elapsed}{postfix}" if self.by_clock else
                "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]")
@@ -111,7 +111,7 @@ class ProgressBar:
         if self.by_clock:
             self.bar.update(self._percent(step, elapsed) - self.bar.n)
         else:
-            self.bar.update(1)
+            self.bar.update(step - self.bar.n)
 
     def show(self, epoch: int, epochs: int, stats: str, step: int, elapsed: float) -> None:
         left = time_left(self.schedule, step, elapsed, self.since)
@@ -120,6 +120,11 @@ class ProgressBar:
         if not self.told and left is not None and elapsed - self.since[1] >= 10:
             self.told = True  # once the pace is known: a line that stays when the bar moves on
             self.write(self.eta_line(step, elapsed))
+
+    def left(self, step: int, elapsed: float) -> str:
+        """', about 12 min left' at this session's pace, or nothing before it is known."""
+        left = time_left(self.schedule, step, elapsed, self.since)
+        return "" if left is None else f", about {duration(left)} left"
 
     def eta_line(self, step: int, elapsed: float) -> str:
         left = time_left(self.schedule, step, elapsed, self.since)
