@@ -1,6 +1,6 @@
 """Run the whole service on this machine: no AWS account, no login, no docker.
 
-    python -m scripts.local_stack [--api-port 3000] [--web-port 8000] [--model-dir DIR | --model-s3 s3://B/P]
+    python -m scripts.local_stack [--api-port 3000] [--lambda-port 3002] [--web-port 8000] [--model-dir DIR | --model-s3 s3://B/P]
 
 Starts serverless-offline (API Gateway + Lambda emulation running handler.py on the
 bundled model in model/default, or another) and a static server for the web page, waits until
@@ -138,9 +138,10 @@ def stop(process: subprocess.Popen) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m scripts.local_stack", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--api-port", type=int, default=3000)
-    p.add_argument("--lambda-port", type=int, default=3002)
-    p.add_argument("--web-port", type=int, default=8000)
+    p.add_argument("--api-port", type=int, default=3000, help="the API (serverless-offline's HTTP port)")
+    p.add_argument("--lambda-port", type=int, default=3002,
+                   help="serverless-offline's Lambda invoke port (not used by the page, but it must be free)")
+    p.add_argument("--web-port", type=int, default=8000, help="the page")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the API to come up")
     p.add_argument("--model-dir", type=Path, help="serve this exported model folder (python -m training.export) "
                    "instead of the bundled model/default")

@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing Debian's chromium"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+  # Another apt or dpkg (unattended-upgrades on a fresh machine, say) may hold the lock: wait for it,
+  # up to APT_LOCK_TIMEOUT seconds, instead of failing at once.
+  APT=(apt-get -o "DPkg::Lock::Timeout=${APT_LOCK_TIMEOUT:-300}")
+  $SUDO "${APT[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO "${APT[@]}" install -y -qq chromium fonts-dejavu-core >/dev/null
 fi
 
 python311=${PYTHON:-python3.11}
