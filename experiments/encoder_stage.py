@@ -1,5 +1,5 @@
 """Fine-tune only the encoder of a run against its frozen decoder: the experiments behind the
-README's "The encoder is the bottleneck".
+experiments/README.md's "The encoder is the bottleneck".
 
     python -m experiments.encoder_stage --decode sample -- --data ../shared/data/manifest.csv \\
         --val-filter white_background=1 --init runs/sigma128 --out runs/enc-ft --beta 0.02 --kl-warmup 0 \\

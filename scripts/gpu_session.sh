@@ -10,7 +10,7 @@
 # `speed` runs tests/test_cuda.py and measures training images/s (benchmarks/train_speed.py).
 # `train` trains one run per entry of CONFIGS, side by side on the one GPU (a 3.6M-parameter
 # VAE leaves an H200 room), each on every photo and validated on the catalogue val rows
-# (the default model's recipe, README). Each step writes to $OUT, which the device tool
+# (experiments/README.md, "Retraining it on a GPU"). Each step writes to $OUT, which the device tool
 # brings back (at most 8 files): per run NAME, NAME.pt (the weights of its best validation
 # PSNR and their sampling distribution, no optimizer state) and NAME.tar.gz (config.json,
 # metrics.json whose "validation" is those weights', loss.png, the last sample grid). Then, here:
@@ -24,7 +24,7 @@ OUT=${OUT:-runs/gpu}
 PY=${PY:-python3}
 CARRY=${CARRY:-data-carry}  # where the zipped parts arrive and are unpacked
 DATA=${DATA:-$CARRY/manifest.csv}
-TRAIN_SECONDS=${TRAIN_SECONDS:-480}  # two runs of 480 s fit one session's device time (measured, README)
+TRAIN_SECONDS=${TRAIN_SECONDS:-480}  # two runs of 480 s fit one session's device time (measured, experiments/README.md)
 SPEED_SECONDS=${SPEED_SECONDS:-10}
 # Seconds for the CUDA tests and for train_speed: together under one device call's 600 s.
 # train_speed writes into $OUT after every setting: what finished comes back.
@@ -50,7 +50,7 @@ COMPILE=${COMPILE:-}
 # One run per line, "NAME flags...": flags add to or override the recipe (argparse keeps a
 # flag's last value). At most 3 runs: 2 files each + session.log fit the 8 that come back.
 CONFIGS=${CONFIGS:-"scratch --beta 0.02"}
-RUNS=${RUNS:-runs}  # checkpoints stay on the machine; only what the README needs comes back
+RUNS=${RUNS:-runs}  # checkpoints stay on the machine; only what experiments/README.md needs comes back
 SAMPLE_EVERY=${SAMPLE_EVERY:-50}  # epochs between validations: an epoch is well under a second there
 
 mkdir -p "$OUT"

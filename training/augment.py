@@ -8,7 +8,7 @@ Then a random zoom and shift (the trainer's --zoom 0.1 --shift 0.05 by default),
 with white as the loader pads: users frame their cars less exactly than a catalogue does,
 and a network that overfits its photos (the default model's GPU run did, after 200 epochs)
 is helped by seeing each one framed a little differently every time: +1.8 dB on a 64 px
-pilot, +0.3 dB fine-tuning the default (README, "A random zoom and shift against overfitting").
+pilot, +0.3 dB fine-tuning the default (experiments/README.md, "A random zoom and shift against overfitting").
 """
 from __future__ import annotations
 

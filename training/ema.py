@@ -1,7 +1,7 @@
 """An exponential moving average of the weights: the model that is evaluated and exported.
 
 Averaging the last few thousand steps' weights smooths out the optimiser's noise: measured
-+0.03 dB from scratch at 64 px and +0.004 dB in a low-rate fine-tune (README, "A moving
++0.03 dB from scratch at 64 px and +0.004 dB in a low-rate fine-tune (experiments/README.md, "A moving
 average of the weights"; experiments/ema_gain.py).
 The decay warms up as (1 + t) / (10 + t), so a short run's average is not dominated by
 its random initial weights.

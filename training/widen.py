@@ -4,7 +4,7 @@
     python -m training.train --data ... --init runs/A-wide --out runs/B
 
 Why the encoder: on held-out photos, optimising the code z of each photo through the frozen
-decoder gains 1.8 to 2.4 dB over the encoder's code (README, "The encoder is the bottleneck"), so
+decoder gains 1.8 to 2.4 dB over the encoder's code (experiments/README.md, "The encoder is the bottleneck"), so
 the decoder can draw them; the encoder cannot find the codes.
 
 Every old weight is kept. A new channel's incoming weights are fresh (He init), its weights
