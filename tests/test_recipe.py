@@ -55,6 +55,8 @@ def test_a_recipe_run_trains_and_records_its_recipe(tmp_path, synthetic_dir):
     result = main(["--recipe", str(recipe), "--out", str(tmp_path / "run"), *TINY_MODEL_FLAGS])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert result["training"]["epochs"] == 2 and config["recipe"] == str(recipe) and config["beta"] == 0.05
+    # Resumed with its recipe named again, the run's own settings stand: nothing refused, nothing left to train.
+    assert main(["--out", str(tmp_path / "run"), "--resume", "--recipe", str(recipe)]) is None
 
 
 def test_the_time_left_follows_the_pace_and_the_time_limit():

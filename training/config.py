@@ -240,6 +240,7 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict:
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The settings named on the command line, as opposed to left at their defaults."""
     probe = copy.deepcopy(parser)
+    probe._defaults = {}  # a recipe's settings (set_defaults) are defaults too, not given
     for action in probe._actions:
         action.default = argparse.SUPPRESS
     return set(vars(probe.parse_args(argv)))
