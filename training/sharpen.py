@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from training import checkpoint, report
 from training.augment import augment
@@ -36,6 +35,7 @@ from training.discriminator import PatchDiscriminator, adaptive_weight, generato
 from training.ema import EMA
 from training.metrics import mse_per_image, psnr_per_image, ssim
 from training.perceptual_loss import PerceptualLoss
+from training.schedule import Schedule
 from training.vae import VAE, VAEConfig
 
 
@@ -77,8 +77,10 @@ def load_init(path: Path) -> tuple[VAE, dict]:
         raise SystemExit(f"error: --init {path}: neither a run folder (checkpoint.pt) nor a model folder (model.json)")
     meta = json.loads((path / "model.json").read_text())
     vae = VAE(VAEConfig.from_dict(meta["architecture"]))
-    vae.encoder.load_state_dict(torch.jit.load(str(path / "encoder.pt"), map_location="cpu").state_dict())
-    vae.decoder.load_state_dict(torch.jit.load(str(path / "decoder.pt"), map_location="cpu").state_dict())
+    for part, module in (("encoder", vae.encoder), ("decoder", vae.decoder)):
+        traced = torch.jit.load(str(path / f"{part}.pt"), map_location="cpu").state_dict()
+        # A traced module keeps its non-persistent buffers too (UpsampleConv's fold): not weights.
+        module.load_state_dict({k: v for k, v in traced.items() if k in module.state_dict()})
     with np.load(path / "latent_prior.npz") as arrays:
         prior = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     fitted = meta.get("latent", {}).get("prior_fitted_on", {})
@@ -161,34 +163,32 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'until ' + str(args.steps) + ' steps' if not args.max_time else f'{args.max_time:.0f} s'}", file=sys.stderr)
 
     parts = Parts(vae.encoder, decoder, disc, perceptual, opt_g, opt_d, ema)
-    bar = tqdm(total=args.steps, initial=step, unit="step", dynamic_ncols=True)
-    start_elapsed, session_start, session_step = elapsed, time.perf_counter(), step
+    # The bar moves toward whichever limit ends the run, --steps or --max-time, and says the time left.
+    bar = report.ProgressBar(Schedule(args.steps, args.max_time or None), step, elapsed, enabled=True)
+    epochs = math.ceil(args.steps * args.batch_size / len(train))
+    start_step, start_elapsed, session_start = step, elapsed, time.perf_counter()
     sums = np.zeros(4)
     while step < args.steps and not (args.max_time and elapsed >= args.max_time):
         idx = torch.randint(len(train), (args.batch_size,))
         losses = train_step(parts, augment(train[idx].float() / 255.0), step, args)
         if not all(math.isfinite(v) for v in losses):
+            bar.close()
             raise SystemExit(f"error: training diverged at step {step} (a loss is not finite); {ckpt_path} keeps "
                              "the last checkpoint. Try a lower --lr or --adversarial-weight")
         sums += losses
         step += 1
-        session = time.perf_counter() - session_start
-        elapsed = start_elapsed + session
-        bar.update(1)
+        elapsed = start_elapsed + time.perf_counter() - session_start
+        bar.update(step, elapsed)
         if step % 10 == 0:
-            rate = (step - session_step) / session
-            left = (args.steps - step) / rate
-            if args.max_time:
-                left = min(left, args.max_time - elapsed)
-            bar.set_postfix_str("rec {:.4f} g {:.3f} w {:.3g} d {:.3f}".format(*(sums / 10))
-                                + f" {rate * args.batch_size:.0f} img/s, ETA {left / 60:.0f} min")
-            history.append({"step": step, "elapsed": round(elapsed, 1),
-                            **dict(zip(("rec", "g", "weight", "d"), (sums / 10).tolist()))})
+            means = dict(zip(("rec", "g", "weight", "d"), (sums / 10).tolist()))
+            history.append({"step": step, "elapsed": round(elapsed, 1), **means})
+            bar.show(step * args.batch_size // len(train) + 1, epochs, "rec {rec:.4f} g {g:.3f} w {weight:.3g} "
+                     "d {d:.3f}".format(**means), step, elapsed)
             sums[:] = 0
         if step % args.eval_every == 0:
             metrics = evaluate(vae, ema.module, val)
             bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
-            history[-1].update({f"val_{k}": v for k, v in metrics.items()})
+            history.append({"step": step, "elapsed": round(elapsed, 1), **{f"val_{k}": v for k, v in metrics.items()}})
             sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
             save(out, parts, vae, prior, args, step, elapsed, history)
     bar.close()
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = evaluate(vae, ema.module, val)
     save(out, parts, vae, prior, args, step, elapsed, history)
     sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
-    rate = (step - session_step) * args.batch_size / max(time.perf_counter() - session_start, 1e-9)
+    rate = (step - start_step) * args.batch_size / max(elapsed - start_elapsed, 1e-9)
     result = {
         "validation": {**metrics, "images": len(val)},
         "training": {"stage": "sharpen", "images": len(train), "steps": step, "seconds": round(elapsed, 1),
