@@ -8,19 +8,28 @@ failed); everything about images and the model lives in model/.
     POST /reconstruct  multipart: image
     POST /sample       JSON: {n, seed, temperature}
     POST /interpolate  multipart: a, b, steps
+
+Operations, with AWS Lambda Powertools (docs/operations.md): one JSON log line per request on
+stderr carrying API Gateway's request id (and one per refused image or model failure, with the
+detail a user is not shown), per-route latency and error counts as CloudWatch metrics in the
+embedded metric format (EMF lines on stdout, namespace CarVae), and X-Ray subsegments for the
+model load and the inference when TRACING=true.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-import logging
 import os
+import sys
 import time
 import uuid
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from requests_toolbelt.multipart import decoder as multipart
 
 from model import inference
@@ -28,8 +37,18 @@ from model.images import DEFAULT_MAX_PIXELS, ImageError
 from model.runtime import Model, ModelError
 from model.store import open_model
 
-log = logging.getLogger("car-vae")
-log.setLevel(logging.INFO)
+SERVICE = "car-vae"
+# The standard library's logger "car-vae", with Powertools' JSON formatter on stderr (what the handler
+# has always logged to; on Lambda both streams go to the function's log group).
+log = Logger(service=SERVICE, level=os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stderr)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "CarVae"), service=SERVICE)
+TRACING = os.environ.get("TRACING", "false").strip().lower() == "true"
+if TRACING:  # aws-xray-sdk loads only when asked for: it adds to every cold start
+    from aws_lambda_powertools import Tracer
+
+    tracer = Tracer(service=SERVICE)
+else:
+    tracer = None
 
 # Lambda accepts at most 6 MB of event JSON in a synchronous request, and API Gateway puts a
 # binary body in it base64-encoded (4/3 larger) beside the headers: the largest upload that
@@ -51,9 +70,14 @@ _model: Model | None = None
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, detail: str | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+
+
+def traced(name: str):
+    """An X-Ray subsegment when tracing is on, else nothing."""
+    return tracer.provider.in_subsegment(name) if tracer is not None else contextlib.nullcontext()
 
 
 def get_model() -> Model:
@@ -61,9 +85,10 @@ def get_model() -> Model:
     global _model
     if _model is None:
         started = time.perf_counter()
-        _model = open_model(BACKEND)
-        log.info(json.dumps({"event": "model_loaded", "source": _model.source, "backend": _model.backend,
-                             "ms": round((time.perf_counter() - started) * 1000, 1)}))
+        with traced("## load model"):
+            _model = open_model(BACKEND)
+        log.info("model loaded", extra={"event": "model_loaded", "source": _model.source, "backend": _model.backend,
+                                        "ms": round((time.perf_counter() - started) * 1000, 1)})
     return _model
 
 
@@ -135,7 +160,8 @@ def form_fields(event: dict, headers: dict[str, str]) -> dict[str, bytes]:
         parts = multipart.MultipartDecoder(body, f"multipart/form-data; boundary={boundary}", "latin-1").parts
     except (multipart.ImproperBodyPartContentException, multipart.NonMultipartContentTypeException,
             ValueError, LookupError) as exc:
-        raise HttpError(400, "bad_multipart", f"the multipart body is malformed ({exc})") from None
+        raise HttpError(400, "bad_multipart", "the multipart body is malformed: its parts are not separated "
+                        "and headed as multipart/form-data requires", f"{exc.__class__.__name__}: {exc}") from None
     fields: dict[str, bytes] = {}
     for part in parts:
         header = part.headers.get(b"Content-Disposition", b"")
@@ -207,7 +233,9 @@ def health(event, headers) -> dict:
 
 def reconstruct(event, headers) -> dict:
     image = required_file(form_fields(event, headers), "image")
-    return inference.reconstruct(get_model(), image, MAX_PIXELS)
+    model = get_model()
+    with traced("## reconstruct"):
+        return inference.reconstruct(model, image, MAX_PIXELS)
 
 
 def sample(event, headers) -> dict:
@@ -215,14 +243,18 @@ def sample(event, headers) -> dict:
     unknown = sorted(set(body) - {"n", "seed", "temperature"})
     if unknown:
         raise HttpError(400, "bad_request", f"unknown field(s): {', '.join(unknown)[:200]}")
-    return inference.sample(get_model(), body.get("n", 8), body.get("seed"), body.get("temperature", 1.0))
+    model = get_model()
+    with traced("## sample"):
+        return inference.sample(model, body.get("n", 8), body.get("seed"), body.get("temperature", 1.0))
 
 
 def interpolate(event, headers) -> dict:
     fields = form_fields(event, headers)
     a, b = required_file(fields, "a"), required_file(fields, "b")
     steps = form_int(fields, "steps", 8)
-    return inference.interpolate(get_model(), a, b, steps, MAX_PIXELS)
+    model = get_model()
+    with traced("## interpolate"):
+        return inference.interpolate(model, a, b, steps, MAX_PIXELS)
 
 
 ROUTES = {
@@ -278,6 +310,7 @@ def handler(event, context):
     headers = lower_headers(event)
     method = str(event.get("httpMethod") or "").upper()
     path = str(event.get("resource") or event.get("path") or "")
+    refused = None  # (code, detail) of a client error whose cause the user is not shown
     try:
         if method == "OPTIONS":
             response = respond(204, None, headers)
@@ -289,20 +322,60 @@ def handler(event, context):
             raise HttpError(404, "not_found", f"no route {path or '/'}; see GET /health")
     except HttpError as exc:
         response = error(exc.status, exc.code, exc.message, request_id, headers)
+        refused = (exc.code, exc.detail) if exc.detail else None
     except ImageError as exc:
         response = error(IMAGE_ERROR_STATUS.get(exc.code, 400), exc.code, str(exc), request_id, headers)
+        refused = (exc.code, exc.detail) if exc.detail else None
     except inference.InputError as exc:
         response = error(400, exc.code, str(exc), request_id, headers)
     except ModelError as exc:
-        log.error(json.dumps({"event": "model_unavailable", "request_id": request_id, "reason": str(exc)}))
+        log.error("model unavailable", extra={"event": "model_unavailable", "request_id": request_id,
+                                              "reason": str(exc)})
         response = error(503, "model_unavailable", f"the model is not available: {exc}", request_id, headers)
     except Exception:
-        log.exception("unhandled error, request_id=%s", request_id)
+        log.exception(f"unhandled error, request_id={request_id}", extra={"event": "internal_error",
+                                                                          "request_id": request_id})
         response = error(500, "internal_error", "the server failed; quote the request_id when reporting it",
                          request_id, headers)
-    log.info(json.dumps({"event": "request", "request_id": request_id, "method": method, "path": path,
-                         "status": response["statusCode"], "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    if refused is not None:
+        log.info("request refused", extra={"event": "refused", "request_id": request_id, "code": refused[0],
+                                           "detail": refused[1]})
+    status = response["statusCode"]
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    route = f"{method} {path}" if (method, path) in ROUTES else "other"
+    log.info("request", extra={"event": "request", "request_id": request_id, "method": method, "path": path,
+                               "route": route, "status": status, "ms": ms})
+    record_metrics(route, status, ms)
     return response
+
+
+_cold_start = True
+
+
+def record_metrics(route: str, status: int, ms: float) -> None:
+    """One EMF record per request: its latency and whether it failed, by route (a bounded set: an unknown
+    path counts as "other"). CloudWatch turns the log line into metrics; nothing is called over the network."""
+    global _cold_start
+    try:
+        metrics.add_dimension("route", route)
+        metrics.add_metric("Latency", MetricUnit.Milliseconds, ms)
+        metrics.add_metric("Requests", MetricUnit.Count, 1)
+        metrics.add_metric("ClientErrors", MetricUnit.Count, int(400 <= status < 500))
+        metrics.add_metric("ServerErrors", MetricUnit.Count, int(status >= 500))
+        metrics.add_metric("ModelUnavailable", MetricUnit.Count, int(status == 503))
+        if _cold_start:
+            metrics.add_metric("ColdStart", MetricUnit.Count, 1)
+            _cold_start = False
+        metrics.flush_metrics()
+    except Exception:  # noqa: BLE001 - metrics must never fail a request
+        log.warning("metrics not recorded", exc_info=True)
+        metrics.clear_metrics()
+
+
+if tracer is not None:
+    # The handler as an X-Ray segment of its own (annotated with cold start and errors), but not its
+    # response: images would overflow X-Ray's 64 KB documents.
+    handler = tracer.capture_lambda_handler(handler, capture_response=False)
 
 
 # Cold start: load the model during the Lambda init phase. A failure here is not fatal:
@@ -311,6 +384,6 @@ if os.environ.get("MODEL_PRELOAD", "1") != "0":
     try:
         get_model()
     except ModelError as exc:
-        log.error(json.dumps({"event": "model_unavailable", "reason": str(exc)}))
+        log.error("model unavailable", extra={"event": "model_unavailable", "reason": str(exc)})
     except Exception:  # noqa: BLE001 - an init failure would take the whole function down; a request retries
-        log.exception("model preload failed")
+        log.exception("model preload failed", extra={"event": "model_preload_failed"})
