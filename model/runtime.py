@@ -32,13 +32,29 @@ class ModelError(RuntimeError):
     """The model cannot be loaded. The message says why, in words fit for an API response."""
 
 
+LAMBDA_MB_PER_VCPU = 1769  # Lambda gives one vCPU of time per 1,769 MB of memory
+
+
+def onnx_threads(environ=os.environ) -> int:
+    """onnxruntime's threads for one request (ORT_THREADS overrides): every core, except on Lambda, where
+    a function sees 2 cores but gets memory/1,769 MB of CPU time (1.16 vCPU at 2,048 MB). Two threads would
+    spend that quota in 58 ms of each 100 ms period and then stand throttled for the rest; one thread
+    never is, and was as fast or faster on a shared 2-core machine (benchmarks/results/serve_latency.json)."""
+    if (environ.get("ORT_THREADS") or "").isdigit() and int(environ["ORT_THREADS"]) > 0:
+        return int(environ["ORT_THREADS"])
+    cores = os.cpu_count() or 1
+    memory = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    if memory.isdigit():
+        return max(1, min(cores, int(memory) // LAMBDA_MB_PER_VCPU))
+    return cores
+
+
 class _OnnxBackend:
     def __init__(self, folder: Path):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # One request at a time per Lambda container: use every core for that request.
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = onnx_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # No spin-waiting: by default onnxruntime's idle pool threads spin between (and after) operators.
