@@ -26,7 +26,7 @@ import torch
 from benchmarks import perceptual
 from model.runtime import Model
 from training import prior
-from training.export import write_prior
+from training.prior import write as write_prior
 from training.sharpen import load_init
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -124,8 +124,8 @@ def test_mixture_weights_that_are_no_distribution_are_refused(tiny_model_dir, tm
 def test_a_mixture_fit_finds_separate_clusters_and_export_serves_it(tmp_path):
     import torch
 
-    from training.export import write_prior
     from training.prior import fit_mixture, latents, total_variance
+    from training.prior import write as write_prior
 
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[-4.0] * 6, [0.0] * 6, [4.0] * 6], dtype=torch.float64)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from training.schedule import Schedule
+from training.vae import VAE, VAEConfig
 
 CHUNK = 1 << 20
 
@@ -94,6 +95,22 @@ def checkpoint_path(run: str | Path) -> Path:
     """A run folder's checkpoint.pt, or the checkpoint file itself (a trimmed or carried one)."""
     run = Path(run)
     return run / "checkpoint.pt" if run.is_dir() else run
+
+
+def load_vae(run: Path, weights: str = "final") -> tuple[VAE, dict]:
+    """The run's VAE (in eval mode) and checkpoint; weights "best" swaps in the weights kept at the
+    best validation PSNR (and the sampling distribution fitted to them)."""
+    path = Path(run) / "checkpoint.pt"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no checkpoint (is {run} a training run folder?)")
+    state = load(path)
+    if weights == "best":
+        if "best" not in state:
+            raise CheckpointError(f"{path}: no best weights kept (trained before the trainer kept them): use --weights final")
+        state = with_best(state)
+    vae = VAE(VAEConfig.from_dict(state["vae_config"]))
+    vae.load_state_dict(state["model"])
+    return vae.eval(), state
 
 
 def with_best(state: dict) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from model.runtime import BACKEND_FILES, FORMAT_VERSION, PRIOR_FILE
-from training.vae import VAE, VAEConfig
+from training.vae import VAE
 from training import checkpoint, prior
 
 PARITY_TOLERANCE = 1e-4
@@ -42,22 +42,11 @@ WEIGHTS = ("final", "best")
 
 
 def load_vae(run: Path, weights: str = "final") -> tuple[VAE, dict]:
-    """The run's VAE and checkpoint; weights "best" swaps in the weights kept at the best
-    validation PSNR (and the sampling distribution fitted to them)."""
-    path = run / "checkpoint.pt"
-    if not path.exists():
-        raise ExportError(f"{path}: no checkpoint (is {run} a training run folder?)")
+    """The run's VAE and checkpoint (checkpoint.load_vae), its problems as ExportError."""
     try:
-        state = checkpoint.load(path)
+        return checkpoint.load_vae(run, weights)
     except checkpoint.CheckpointError as exc:
         raise ExportError(str(exc)) from None
-    if weights == "best":
-        if "best" not in state:
-            raise ExportError(f"{path}: no best weights kept (trained before the trainer kept them): use --weights final")
-        state = checkpoint.with_best(state)
-    vae = VAE(VAEConfig.from_dict(state["vae_config"]))
-    vae.load_state_dict(state["model"])
-    return vae.eval(), state
 
 
 def _export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inputs: list[str], outputs: list[str]):
@@ -111,17 +100,6 @@ def check_destination(run: Path, out: Path) -> None:
                           "so give a new or empty folder (or an earlier export to replace)")
 
 
-def write_prior(fitted: dict, folder: Path) -> dict:
-    """latent_prior.npz in folder (model/prior.py reads it), and model.json's "latent" entry."""
-    arrays = {k: fitted[k].numpy() for k in ("weights", "means", "scale_trils", "mean", "scale_tril") if k in fitted}
-    np.savez(folder / PRIOR_FILE, **arrays)
-    k = prior.component_count(fitted)
-    what = (f"mixture of {k} gaussians fitted to the training photos' codes" if k > 1
-            else "gaussian fitted to the training photos' codes")
-    return {"prior": what, "components": k, "encoder_outputs": ["mu", "logvar"], "prior_file": PRIOR_FILE,
-            "prior_fitted_on": {"codes": fitted["codes"], "data": fitted.get("data"), "filter": fitted.get("filter", [])}}
-
-
 def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
     run, out = Path(run), Path(out)
     vae, state = load_vae(run, weights)
@@ -144,7 +122,7 @@ def export(run: str | Path, out: str | Path, weights: str = "final") -> dict:
             torch.jit.save(torch.jit.trace(vae.decoder, example_z), staging / "decoder.pt")
         _export_onnx(vae.encoder, example_x, staging / "encoder.onnx", ["image"], ["mu", "logvar"])
         _export_onnx(vae.decoder, example_z, staging / "decoder.onnx", ["z"], ["image"])
-        sampling = write_prior(state["latent_prior"], staging)
+        sampling = prior.write(state["latent_prior"], staging)
 
         metrics_file = run / "metrics.json"
         try:

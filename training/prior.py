@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.runtime import PRIOR_FILE
 from training.vae import VAE
 from training import checkpoint
 from training.augment import augment
@@ -149,9 +150,19 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0, seed:
     return means + temperature * torch.einsum("nij,nj->ni", scales, u)
 
 
+def write(fitted: dict, folder: Path) -> dict:
+    """latent_prior.npz in folder (model/prior.py reads it), and model.json's "latent" entry."""
+    arrays = {k: fitted[k].numpy() for k in ("weights", "means", "scale_trils", "mean", "scale_tril") if k in fitted}
+    np.savez(folder / PRIOR_FILE, **arrays)
+    k = component_count(fitted)
+    what = (f"mixture of {k} gaussians fitted to the training photos' codes" if k > 1
+            else "gaussian fitted to the training photos' codes")
+    return {"prior": what, "components": k, "encoder_outputs": ["mu", "logvar"], "prior_file": PRIOR_FILE,
+            "prior_fitted_on": {"codes": fitted["codes"], "data": fitted.get("data"), "filter": fitted.get("filter", [])}}
+
+
 def main(argv: list[str] | None = None) -> None:
     from training.data import DatasetError, load_dataset, warnings_printed
-    from training.export import ExportError, load_vae
     from training.config import parse_filters, positive_int
 
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n\n")[0])
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     run = Path(args.run)
     try:
-        vae, state = load_vae(run)
+        vae, state = checkpoint.load_vae(run)
         config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
         data_path = args.data or config.get("data")
         if not data_path:
@@ -173,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         filters = parse_filters(args.filter if args.filter is not None else config.get("filter", []))
         with warnings_printed():
             data = load_dataset(data_path, vae.cfg.image_size, filters, config.get("val_fraction", 0.1))
-    except (ExportError, DatasetError) as exc:
+    except (checkpoint.CheckpointError, DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     fitted_on = {"data": str(data_path), "filter": sorted(f"{k}={v}" for k, v in filters.items())}
