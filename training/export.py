@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.runtime import BACKEND_FILES, FORMAT_VERSION, PRIOR_FILE
+from model.runtime import BACKEND_FILES, FORMAT_VERSION
 from training.vae import VAE
 from training import checkpoint, prior
 
