@@ -33,7 +33,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from requests_toolbelt.multipart import decoder as multipart
 
 from model import inference
-from model.images import DEFAULT_MAX_PIXELS, ImageError
+from model.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError
 from model.runtime import Model, ModelError
 from model.store import open_model
 
@@ -226,7 +226,7 @@ def health(event, headers) -> dict:
             "exported_at": meta.get("exported_at"), "metrics": meta.get("metrics", {}),
             "sampling": "fitted gaussian" if model.prior is not None else "standard normal",
         },
-        "limits": {"max_body_bytes": MAX_BODY_BYTES, "max_pixels": MAX_PIXELS,
+        "limits": {"max_body_bytes": MAX_BODY_BYTES, "max_pixels": MAX_PIXELS, "max_side": DEFAULT_MAX_SIDE,
                    "max_samples": inference.MAX_SAMPLES, "steps": [inference.MIN_STEPS, inference.MAX_STEPS]},
     }
 
