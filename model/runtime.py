@@ -36,10 +36,12 @@ LAMBDA_MB_PER_VCPU = 1769  # Lambda gives one vCPU of time per 1,769 MB of memor
 
 
 def onnx_threads(environ=os.environ) -> int:
-    """onnxruntime's threads for one request (ORT_THREADS overrides): every core, except on Lambda, where
-    a function sees 2 cores but gets memory/1,769 MB of CPU time (1.16 vCPU at 2,048 MB). Two threads would
-    spend that quota in 58 ms of each 100 ms period and then stand throttled for the rest; one thread
-    never is, and was as fast or faster on a shared 2-core machine (benchmarks/results/serve_latency.json)."""
+    """onnxruntime's threads for one request (ORT_THREADS overrides): every core, except on Lambda. A
+    function there sees 2 cores at any size up to 3,008 MB but is credited CPU time in proportion to its
+    memory, one vCPU's worth per 1,769 MB (1.16 at 2,048 MB): a second thread has no time of its own to
+    run in, only the first's to contend for (published measurements find a second thread pays off from
+    about 3.5-4 GB). One thread per credited vCPU; on a shared 2-core machine one thread was as fast as two
+    or faster (benchmarks/results/serve_latency.json)."""
     if (environ.get("ORT_THREADS") or "").isdigit() and int(environ["ORT_THREADS"]) > 0:
         return int(environ["ORT_THREADS"])
     cores = os.cpu_count() or 1
