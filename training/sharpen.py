@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import checkpoint, report
+from training import checkpoint, devices, report
 from training.augment import augment
 from training.data import DatasetError, load_dataset, warnings_printed
 from training.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
 from training.ema import EMA
-from training.metrics import mse_per_image, psnr_per_image, ssim
+from training.devices import to_float
+from training.metrics import reconstruction_metrics
 from training.perceptual_loss import PerceptualLoss
 from training.schedule import Schedule
 from training.vae import VAE, VAEConfig
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disc-channels", type=int, default=32)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--eval-every", type=int, default=500, help="steps between validation, grids and checkpoints")
     return p
 
@@ -93,23 +95,12 @@ def parse_filters(items: list[str]) -> dict[str, str]:
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, decoder, images: torch.Tensor, batch_size: int = 64) -> dict:
-    sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].float() / 255.0
-        recon = decoder(vae.encoder(x)[0]).float()
-        sums["mse"] += mse_per_image(recon, x).sum().item()
-        sums["psnr"] += psnr_per_image(recon, x).sum().item()
-        sums["ssim"] += ssim(recon, x).sum().item()
-    return {k: v / len(images) for k, v in sums.items()}
-
-
-@torch.no_grad()
-def sample_grid(vae: VAE, decoder, val: torch.Tensor, prior: dict, path: Path, n: int = 8) -> None:
+def sample_grid(vae: VAE, decoder, val: torch.Tensor, prior: dict, device, path: Path, n: int = 8) -> None:
     from training.prior import latents
 
-    x = val[:n].float() / 255.0
-    codes = latents(prior, torch.randn(n, vae.cfg.latent_dim, generator=torch.Generator().manual_seed(0)))
+    x = to_float(val[:n], device)
+    u = torch.randn(n, vae.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    codes = latents(prior, u)
     report.image_grid([("photo", report.as_rows(x)), ("recon", report.as_rows(decoder(vae.encoder(x)[0]))),
                        ("sample", report.as_rows(decoder(codes)))]).save(path)
 
@@ -128,24 +119,26 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: --init and --data are required (unless --resume)")
     torch.manual_seed(args.seed)
 
+    device = devices.setup_device(getattr(args, "device", "auto")).device
+    precision = devices.resolve_precision(device, "auto")
     vae, prior = load_init(Path(args.init))
-    vae.encoder.requires_grad_(False).eval()
+    vae.to(device).encoder.requires_grad_(False).eval()
     decoder = vae.decoder
-    disc = PatchDiscriminator(args.disc_channels)
-    perceptual = PerceptualLoss(size=args.perceptual_size)
+    disc = PatchDiscriminator(args.disc_channels).to(device)
+    perceptual = PerceptualLoss(size=args.perceptual_size).to(device)
     opt_g = torch.optim.Adam(decoder.parameters(), lr=args.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
     ema = EMA(decoder, args.ema)
     step, elapsed, history = 0, 0.0, []
     if args.resume:
-        state = checkpoint.load(ckpt_path)
+        state = checkpoint.load(ckpt_path, map_location=device)
         decoder.load_state_dict(state["train_decoder"])
         ema.module.load_state_dict(state["ema_decoder"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
     else:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text_atomic(out / "config.json", json.dumps(vars(args), indent=2))
@@ -162,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(train)} training / {len(val)} validation photos; decoder from {args.init}; "
           f"{'until ' + str(args.steps) + ' steps' if not args.max_time else f'{args.max_time:.0f} s'}", file=sys.stderr)
 
-    parts = Parts(vae.encoder, decoder, disc, perceptual, opt_g, opt_d, ema)
+    parts = Parts(vae.encoder, decoder, disc, perceptual, opt_g, opt_d, ema,
+                  lambda: devices.autocast_for(device, precision))
     # The bar moves toward whichever limit ends the run, --steps or --max-time, and says the time left.
     bar = report.ProgressBar(Schedule(args.steps, args.max_time or None), step, elapsed, enabled=True)
     epochs = math.ceil(args.steps * args.batch_size / len(train))
@@ -170,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     sums = np.zeros(4)
     while step < args.steps and not (args.max_time and elapsed >= args.max_time):
         idx = torch.randint(len(train), (args.batch_size,))
-        losses = train_step(parts, augment(train[idx].float() / 255.0), step, args)
+        losses = train_step(parts, augment(devices.to_float(train[idx], device)), step, args)
         if not all(math.isfinite(v) for v in losses):
             bar.close()
             raise SystemExit(f"error: training diverged at step {step} (a loss is not finite); {ckpt_path} keeps "
@@ -186,21 +180,21 @@ def main(argv: list[str] | None = None) -> dict:
                      "d {d:.3f}".format(**means), step, elapsed)
             sums[:] = 0
         if step % args.eval_every == 0:
-            metrics = evaluate(vae, ema.module, val)
+            metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
             bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
             history.append({"step": step, "elapsed": round(elapsed, 1), **{f"val_{k}": v for k, v in metrics.items()}})
-            sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
+            sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
             save(out, parts, vae, prior, args, step, elapsed, history)
     bar.close()
 
-    metrics = evaluate(vae, ema.module, val)
+    metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
     save(out, parts, vae, prior, args, step, elapsed, history)
-    sample_grid(vae, ema.module, val, prior, out / "samples" / f"step_{step:06d}.png")
+    sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
     rate = (step - start_step) * args.batch_size / max(elapsed - start_elapsed, 1e-9)
     result = {
         "validation": {**metrics, "images": len(val)},
         "training": {"stage": "sharpen", "images": len(train), "steps": step, "seconds": round(elapsed, 1),
-                     "images_per_second": round(rate, 1), "device": "cpu", "precision": "bf16",
+                     "images_per_second": round(rate, 1), "device": device.type, "precision": precision,
                      "data": str(args.data), "filter": args.filter, "val_filter": args.val_filter, "init": args.init},
         "loss": loss_config(args),
     }
@@ -213,9 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
 class Parts:
     """What one step updates: the decoder (and its average), the discriminator, their optimisers."""
 
-    def __init__(self, encoder, decoder, disc, perceptual, opt_g, opt_d, ema):
+    def __init__(self, encoder, decoder, disc, perceptual, opt_g, opt_d, ema, autocast):
         self.encoder, self.decoder, self.disc, self.perceptual = encoder, decoder, disc, perceptual
-        self.opt_g, self.opt_d, self.ema = opt_g, opt_d, ema
+        self.opt_g, self.opt_d, self.ema, self.autocast = opt_g, opt_d, ema, autocast
 
 
 def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
@@ -223,7 +217,7 @@ def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
     with torch.no_grad():
         mu, logvar = p.encoder(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with p.autocast():
         recon = p.decoder(z)
         rec = (args.l1_weight * (recon.float() - x).abs().mean()
                + args.perceptual_weight * p.perceptual(recon, x).mean())
@@ -238,7 +232,7 @@ def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
     p.opt_g.step()
     p.ema.update(p.decoder, step)
 
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with p.autocast():
         d_loss = hinge_d_loss(p.disc(x), p.disc(recon.detach()))
     p.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
