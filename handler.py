@@ -224,7 +224,8 @@ def health(event, headers) -> dict:
             "format_version": meta["format_version"], "image_size": model.image_size,
             "latent_dim": model.latent_dim, "source": model.source, "backend": model.backend,
             "exported_at": meta.get("exported_at"), "metrics": meta.get("metrics", {}),
-            "sampling": "fitted gaussian" if model.prior is not None else "standard normal",
+            "sampling": ("standard normal" if model.prior is None else "fitted gaussian" if model.prior.components == 1
+                         else f"fitted mixture of {model.prior.components} gaussians"),
         },
         "limits": {"max_body_bytes": MAX_BODY_BYTES, "max_pixels": MAX_PIXELS, "max_side": DEFAULT_MAX_SIDE,
                    "max_samples": inference.MAX_SAMPLES, "steps": [inference.MIN_STEPS, inference.MAX_STEPS]},

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.prior_choice", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="exported model folder")
     p.add_argument("--components", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    p.add_argument("--covariance", default="full", choices=("full", "tied"))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0])
     p.add_argument("--label", default=None)
@@ -67,13 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.components:
             t0 = time.perf_counter()
-            fitted = prior.fit_gaussian(codes) if k == 1 else prior.fit_mixture(codes, k)
+            fitted = prior.fit_gaussian(codes) if k == 1 else prior.fit_mixture(codes, k, covariance=args.covariance)
             model = Model(with_prior(model_dir, fitted, Path(tmp) / f"k{k}"))
             for temperature in args.temperature:
                 drawn = np.stack([perceptual.decode_png(b) for seed in range(0, args.samples, 16) for b in
                                   perceptual.inference.sample(model, n=16, seed=seed, temperature=temperature)["images"]])
                 features, top5 = perceptual.look(drawn)
-                row = {"components": k, "temperature": temperature, "samples": len(drawn),
+                row = {"components": k, "covariance": args.covariance if k > 1 else "full", "temperature": temperature, "samples": len(drawn),
                        "car_at5": round(perceptual.car_at5(top5), 4),
                        "fd": round(perceptual.frechet_distance(features, train_f), 2),
                        "sharpness": round(perceptual.sharpness_ratio(drawn, val), 4),

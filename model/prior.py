@@ -6,7 +6,8 @@ blurred mixtures; a mixture puts it where the cars are. A format-1 model's singl
 one-component case and draws exactly what it always drew.
 
 latent_prior.npz holds either `mean` (D,) and `scale_tril` (D, D) (format 1), or `weights` (K,),
-`means` (K, D) and `scale_trils` (K, D, D) (format 2).
+`means` (K, D) and `scale_trils` (K, D, D), or (1, D, D) for one covariance tied to every component
+(format 2).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class PriorError(ValueError):
 class Mixture:
     weights: np.ndarray  # (K,), summing to 1
     means: np.ndarray  # (K, D)
-    scale_trils: np.ndarray  # (K, D, D): covariance_k = L_k L_k^T
+    scale_trils: np.ndarray  # (K, D, D): covariance_k = L_k L_k^T; or (1, D, D), one tied to all
 
     @property
     def components(self) -> int:
@@ -36,7 +37,9 @@ class Mixture:
         u = rng.standard_normal((n, self.means.shape[1]))
         # One component draws no index: a format-1 model's seeds give the cars they always gave.
         k = rng.choice(self.components, size=n, p=self.weights) if self.components > 1 else np.zeros(n, dtype=int)
-        return (self.means[k] + temperature * np.einsum("nij,nj->ni", self.scale_trils[k], u)).astype(np.float32)
+        scales = self.scale_trils[k] if len(self.scale_trils) > 1 else self.scale_trils  # tied: one for all
+        return (self.means[k] + temperature * np.einsum("nij,nj->ni", np.broadcast_to(scales, (n, *scales.shape[1:])), u)
+                ).astype(np.float32)
 
 
 def standard_normal(latent_dim: int) -> Mixture:
@@ -54,7 +57,8 @@ def load(path: Path, latent_dim: int) -> Mixture:
     except (OSError, KeyError, ValueError) as exc:
         raise PriorError(f"{path.name} is unreadable ({exc.__class__.__name__})") from None
     k = len(weights)
-    if weights.ndim != 1 or k < 1 or means.shape != (k, latent_dim) or scales.shape != (k, latent_dim, latent_dim):
+    if (weights.ndim != 1 or k < 1 or means.shape != (k, latent_dim)
+            or scales.shape not in ((k, latent_dim, latent_dim), (1, latent_dim, latent_dim))):
         raise PriorError(f"{path.name} does not match latent size {latent_dim}")
     weights, means, scales = (a.astype(np.float64) for a in (weights, means, scales))
     if not all(np.isfinite(a).all() for a in (weights, means, scales)):

@@ -96,10 +96,11 @@ def _mixture_model(tiny_model_dir, tmp_path, weights, means, scales):
     return Model(_copy_with(tiny_model_dir, tmp_path, edit), "onnx")
 
 
-def test_the_service_samples_a_mixture_by_its_weights(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_service_samples_a_mixture_by_its_weights(tiny_model_dir, tmp_path, tied):
     d = 16
     means = np.stack([np.full(d, -5.0), np.full(d, 5.0)]).astype(np.float32)
-    scales = np.stack([0.1 * np.eye(d), 0.1 * np.eye(d)]).astype(np.float32)
+    scales = np.stack([0.1 * np.eye(d)] * (1 if tied else 2)).astype(np.float16)  # as training.prior.write stores them
     model = _mixture_model(tiny_model_dir, tmp_path, np.array([0.25, 0.75], np.float32), means, scales)
     assert model.prior.components == 2
     z = model.sample_codes(np.random.default_rng(0), 4000, temperature=1.0)
@@ -130,6 +131,9 @@ def test_a_mixture_fit_finds_separate_clusters_and_export_serves_it(tmp_path):
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[-4.0] * 6, [0.0] * 6, [4.0] * 6], dtype=torch.float64)
     codes = torch.cat([c + 0.3 * torch.randn(1000, 6, generator=g, dtype=torch.float64) for c in centres])
+    tied = fit_mixture(codes, 3, covariance="tied")
+    assert tied["scale_trils"].shape == (1, 6, 6), "one covariance, stored once"
+    assert latents(tied, torch.randn(10, 6)).shape == (10, 6)
     fitted = fit_mixture(codes, 3)
     order = fitted["means"][:, 0].argsort()
     assert torch.allclose(fitted["means"][order].double(), centres, atol=0.1)

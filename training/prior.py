@@ -99,7 +99,7 @@ def fit_final_and_best(vae: VAE, best: dict | None, step: int, fit_encoder) -> d
     return final
 
 
-def fit_mixture(codes: torch.Tensor, components: int, seed: int = 0) -> dict:
+def fit_mixture(codes: torch.Tensor, components: int, seed: int = 0, covariance: str = "full") -> dict:
     """A mixture of full-covariance Gaussians fitted to codes (N, D) by EM (scikit-learn): weights
     (K,), means (K, D) and lower-triangular scales (K, D, D), as float32.
 
@@ -116,10 +116,12 @@ def fit_mixture(codes: torch.Tensor, components: int, seed: int = 0) -> dict:
     if len(codes) < 2 * components:
         raise ValueError(f"{len(codes)} codes are too few for {components} mixture components")
     ridge = 0.1 * float(codes.var(0).mean())
-    gm = GaussianMixture(components, covariance_type="full", reg_covar=ridge, max_iter=200, random_state=seed)
+    gm = GaussianMixture(components, covariance_type=covariance, reg_covar=ridge, max_iter=200, random_state=seed)
     gm.fit(codes)
+    # "tied": one covariance shared by every component, stored once as (1, D, D).
+    covariances = gm.covariances_[None] if covariance == "tied" else gm.covariances_
     return {"weights": torch.from_numpy(gm.weights_).float(), "means": torch.from_numpy(gm.means_).float(),
-            "scale_trils": torch.from_numpy(np.linalg.cholesky(gm.covariances_)).float(), "codes": len(codes)}
+            "scale_trils": torch.from_numpy(np.linalg.cholesky(covariances)).float(), "codes": len(codes)}
 
 
 def component_count(prior: dict) -> int:
@@ -131,7 +133,7 @@ def total_variance(prior: dict) -> float:
     if "weights" not in prior:
         return float(prior["scale_tril"].pow(2).sum())
     w, means = prior["weights"].double(), prior["means"].double()
-    within = (w * prior["scale_trils"].double().pow(2).sum((1, 2))).sum()
+    within = (w * prior["scale_trils"].double().pow(2).sum((1, 2))).sum()  # a tied (1, D, D) broadcasts
     between = (w * (means - (w[:, None] * means).sum(0)).pow(2).sum(1)).sum()
     return float(within + between)
 
@@ -146,13 +148,18 @@ def latents(prior: dict | None, u: torch.Tensor, temperature: float = 1.0, seed:
         return mean + temperature * u @ scale.T
     k = torch.multinomial(prior["weights"].double(), len(u), replacement=True,
                           generator=torch.Generator().manual_seed(seed))
-    means, scales = prior["means"][k].to(u.device), prior["scale_trils"][k].to(u.device)
+    scales = prior["scale_trils"][k if len(prior["scale_trils"]) > 1 else torch.zeros_like(k)]
+    means, scales = prior["means"][k].to(u.device), scales.to(u.device)
     return means + temperature * torch.einsum("nij,nj->ni", scales, u)
 
 
 def write(fitted: dict, folder: Path) -> dict:
     """latent_prior.npz in folder (model/prior.py reads it), and model.json's "latent" entry."""
     arrays = {k: fitted[k].numpy() for k in ("weights", "means", "scale_trils", "mean", "scale_tril") if k in fitted}
+    if "scale_trils" in arrays:
+        # Half precision halves the file the Lambda ships (64 components: 8 MB, not 17); a sample
+        # moves by about 1e-3 of its spread, far below what the decoder can show.
+        arrays["scale_trils"] = arrays["scale_trils"].astype(np.float16)
     np.savez(folder / PRIOR_FILE, **arrays)
     k = component_count(fitted)
     what = (f"mixture of {k} gaussians fitted to the training photos' codes" if k > 1
