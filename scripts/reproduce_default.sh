@@ -3,7 +3,7 @@
 #
 #   scripts/reproduce_default.sh [RUN] [RECIPE]      # default: runs/default, recipes/default.py
 #
-# train (RUN) -> sharpen -> refit the sampling distribution -> export (RUN-model). Serve the result
+# train (RUN) -> sharpen (RUN-sharp) -> fit the sampling distribution -> export (RUN-model). Serve the result
 # with `scripts/run-local.sh --model-dir RUN-model`. Time: see the recipe (about 8 minutes on a GPU,
 # about 8 hours on a 2-core CPU). Interrupted? Run it again: training resumes from its checkpoint.
 set -euo pipefail
@@ -22,17 +22,18 @@ else
     "$PY" -m training.train --recipe "$RECIPE" --out "$RUN"
 fi
 
-# 2. SHARPEN STEP (to be filled in): the default's second stage, `python -m training.sharpen`, with the
-#    recipe's SHARPEN_ARGS. Skipped while the recipe has none.
-SHARPEN_ARGS=$(stage_args SHARPEN_ARGS)
-if [ -n "$SHARPEN_ARGS" ]; then
-    echo "sharpen: not wired yet (recipe has SHARPEN_ARGS=$SHARPEN_ARGS)" >&2
+# 2. sharpen: the decoder learns to draw details (training.sharpen; encoder and codes kept)
+eval "set -- $(stage_args SHARPEN_ARGS)"
+if [ -f "$RUN-sharp/checkpoint.pt" ]; then
+    "$PY" -m training.sharpen --out "$RUN-sharp" --resume
+else
+    "$PY" -m training.sharpen --init "$RUN" --out "$RUN-sharp" "$@"
 fi
 
 # 3. the sampling distribution, fitted on the photos the recipe names
 eval "set -- $(stage_args PRIOR_ARGS)"
-"$PY" -m training.prior "$RUN" "$@"
+"$PY" -m training.prior "$RUN-sharp" "$@"
 
 # 4. export to a folder of your own
-"$PY" -m training.export "$RUN" --out "$RUN-model"
+"$PY" -m training.export "$RUN-sharp" --out "$RUN-model"
 echo "serve it: scripts/run-local.sh --model-dir $RUN-model"

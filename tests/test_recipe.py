@@ -90,7 +90,11 @@ def test_under_max_time_the_bar_counts_toward_the_limit(capsys):
     steps.close()
 
 
-def test_the_reproduce_script_trains_fits_and_exports_to_a_folder_of_its_own(tmp_path, synthetic_dir):
+SHARPEN_FAST = ["--steps", "2", "--batch-size", "4", "--disc-start", "1", "--eval-every", "2", "--perceptual-size", "64",
+                "--disc-channels", "8"]
+
+
+def test_the_reproduce_script_trains_sharpens_fits_and_exports_to_a_folder_of_its_own(tmp_path, synthetic_dir):
     import json
     import os
     import subprocess
@@ -100,13 +104,15 @@ def test_the_reproduce_script_trains_fits_and_exports_to_a_folder_of_its_own(tmp
     flags = dict(zip([f.lstrip("-").replace("-", "_") for f in TINY_MODEL_FLAGS[::2]], TINY_MODEL_FLAGS[1::2]))
     recipe.write_text(f"data = {str(synthetic_dir)!r}\nepochs = 1\n"
                       + "".join(f"{k} = {float(v) if '.' in v else int(v)!r}\n" for k, v in flags.items())
-                      + 'PRIOR_ARGS = ["--copies", "1"]\nSHARPEN_ARGS = None\n')
+                      + 'PRIOR_ARGS = ["--copies", "1"]\n'
+                      + f"SHARPEN_ARGS = {['--data', str(synthetic_dir), *SHARPEN_FAST]!r}\n")
     run = tmp_path / "runs" / "tiny"
     done = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_default.sh"), str(run), str(recipe)], cwd=tmp_path,
                           env={**os.environ, "PY": sys.executable}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     model = json.loads((tmp_path / "runs" / "tiny-model" / "model.json").read_text())
     assert model["image_size"] == 64 and f"--model-dir {run}-model" in done.stdout
+    assert model["training"]["stage"] == "sharpen" and model["exported_from"] == "tiny-sharp"
     assert not (ROOT / "runs" / "tiny").exists()  # the run went where it was told, not into the repository
 
 
