@@ -148,6 +148,9 @@ def test_a_mixture_fit_finds_separate_clusters_and_export_serves_it(tmp_path):
 
     served = runtime_prior.load(tmp_path / "latent_prior.npz", 6)
     assert np.allclose(served.means, fitted["means"].numpy()) and np.allclose(served.weights.sum(), 1.0)
+    with np.load(tmp_path / "latent_prior.npz") as arrays:
+        assert arrays["scale_trils"].shape == (3, 21) and arrays["scale_trils"].dtype == np.float16, "packed, half"
+    assert np.allclose(served.scale_trils, fitted["scale_trils"].numpy(), rtol=2e-3, atol=1e-4)
 
 
 def test_temperature_zero_decodes_the_mean_code(tiny_model_dir):
