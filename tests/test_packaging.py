@@ -212,6 +212,8 @@ def test_the_params_tune_throttling_alarm_retention_and_tracing():
     assert (str(throttling["rateLimit"]), str(throttling["burstLimit"])) == ("50", "100")
     assert config["provider"]["tracing"] == {"apiGateway": True, "lambda": True}
     assert config["provider"]["environment"]["TRACING"] == "true"
+    # Nothing may switch Powertools' Tracer off behind the param's back (POWERTOOLS_TRACE_DISABLED did, inverted).
+    assert "POWERTOOLS_TRACE_DISABLED" not in config["provider"]["environment"]
     assert config["provider"]["logs"]["restApi"]["accessLogging"] is False
     resources = config["resources"]["Resources"]
     assert config["resources"]["Parameters"]["AlarmEmail"]["Default"] == "ops@example.com"
