@@ -3,14 +3,13 @@
 Before, onnxruntime ran a thread per core and let idle threads spin: on a 2-core machine with other
 work on it (as a Lambda's 1.16 vCPU of time is, spread over 2 visible cores) a batch of 8 decodes took
 2.5x as long, slower than TorchScript. The full side-by-side table: python -m benchmarks.serve_latency."""
-import random
-import time
 
 import numpy as np
 import pytest
 
 from model.runtime import Model, onnx_threads
 from tests.conftest import BUNDLED_MODEL
+from tests.support.timing import interleaved_p50
 
 
 def test_onnx_threads_follow_the_lambdas_cpu_share():
@@ -43,18 +42,9 @@ def test_onnx_decodes_and_encodes_at_least_as_fast_as_torchscript_per_core(monke
         x = np.random.default_rng(0).random((2, 3, onnx.image_size, onnx.image_size)).astype(np.float32)
         work = {(name, kind): (lambda m=m, kind=kind: m.decode(z) if kind == "decode 8" else m.encode(x))
                 for name, m in (("onnx", onnx), ("torchscript", script)) for kind in ("decode 8", "encode 2")}
-        times = {key: [] for key in work}
-        keys = list(work)
-        for i in range(50):
-            random.shuffle(keys)
-            for key in keys:
-                started = time.perf_counter()
-                work[key]()
-                if i >= 5:
-                    times[key].append(time.perf_counter() - started)
+        p50 = interleaved_p50(work)
     finally:
         torch.set_num_threads(threads)
-    p50 = {key: float(np.median(t)) for key, t in times.items()}
     print({f"{name} {kind}": round(v * 1000, 1) for (name, kind), v in p50.items()})
     # Per core, onnxruntime encodes in about 0.55x TorchScript's time and decodes a batch of 8 in 0.8x to 1.1x
     # (TorchScript's channels-last kernels are good at the decoder's last, 3-channel convolution): the
