@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The bar moves toward whichever limit ends the run, --steps or --max-time, and says the time left.
     bar = report.ProgressBar(Schedule(args.steps, args.max_time or None), step, elapsed, enabled=True)
     epochs = math.ceil(args.steps * args.batch_size / len(train))
-    start_step, start_elapsed, session_start = step, elapsed, time.perf_counter()
+    start_elapsed, session_start = elapsed, time.perf_counter()
     sums = np.zeros(4)
     while step < args.steps and not (args.max_time and elapsed >= args.max_time):
         idx = torch.randint(len(train), (args.batch_size,))
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
     save(out, parts, vae, prior, args, step, elapsed, history)
     sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
-    rate = (step - start_step) * args.batch_size / max(elapsed - start_elapsed, 1e-9)
+    rate = step * args.batch_size / max(elapsed, 1e-9)  # the whole run's, over every session
     result = {
         "validation": {**metrics, "images": len(val)},
         "training": {"stage": "sharpen", "images": len(train), "steps": step, "seconds": round(elapsed, 1),
