@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder, model in models:
         draws = {"N(0,I)": u.astype(np.float32)}
         if model.prior is not None:
-            draws["fitted"] = model.latents(u)
+            draws["fitted"] = model.sample_codes(np.random.default_rng(args.seed), args.count)
         for how, z in draws.items():
             images = np.concatenate([from_model_output(model.decode(z[i : i + 64])) for i in range(0, len(z), 64)])
             label = f"{folder.name} {how}"

@@ -40,7 +40,9 @@ def test_only_the_decoder_learns_and_the_run_exports(sharpened, tiny_run, tmp_pa
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
 
     meta = export(out, tmp_path / "model")
-    assert meta["training"]["stage"] == "sharpen" and meta["loss"]["perceptual"] == "efficientnet-lite1"
+    assert meta["training"]["stage"] == "sharpen" and meta["loss"]["sharpen"]["perceptual"] == "efficientnet-lite1"
+    # The first stage's record travels on: the encoder's loss (its beta) and its training.
+    assert meta["loss"]["beta"] == before["loss_config"]["beta"] and meta["training"]["first_stage"]["steps"] > 0
     assert Model(tmp_path / "model").decode(np.zeros((1, 16), np.float32)).shape == (1, 3, 64, 64)
 
 
@@ -54,16 +56,37 @@ def test_resume_continues_to_the_new_limit(sharpened, tmp_path):
     shutil.copytree(sharpened[0], run)
     result = main(["--out", str(run), "--resume", "--steps", "9"])
     assert result["training"]["steps"] == 9 and checkpoint.load(run / "checkpoint.pt")["step"] == 9
+    again = main(["--out", str(run), "--resume"])  # nothing given: the run's own limit (now 9) stands
+    assert again["training"]["steps"] == 9
     with pytest.raises(SystemExit, match="already holds a run"):
         main(["--init", str(run), "--data", "x", "--out", str(run)])
 
 
-def test_starting_from_an_exported_model_folder(tiny_model_dir, synthetic_dir, tmp_path):
+def test_starting_from_an_exported_model_folder(tiny_model_dir, tiny_run, synthetic_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    from training import checkpoint, prior as training_prior
+    from training.export import export
     from training.sharpen import load_init
 
-    vae, prior = load_init(tiny_model_dir)
+    vae, prior, first = load_init(tiny_model_dir)
     with np.load(tiny_model_dir / "latent_prior.npz") as arrays:
         assert np.allclose(prior["mean"].numpy(), arrays["mean"])
+    assert first["loss"]["beta"] > 0 and first["training"]["steps"] > 0
+    # A model folder whose prior is a packed mixture (as the default's is): read as the service reads it.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = checkpoint.load(run / "checkpoint.pt")
+    codes = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    state["latent_prior"] = {**training_prior.fit_mixture(codes, 3), "data": "x", "filter": []}
+    checkpoint.save_atomic(state, run / "checkpoint.pt")
+    export(run, tmp_path / "mixture-model")
+    _, mixture, _ = load_init(tmp_path / "mixture-model")
+    assert mixture["scale_trils"].shape == (3, 16, 16)
+    assert torch.allclose(mixture["means"], state["latent_prior"]["means"], atol=1e-6)
+    assert training_prior.latents(mixture, torch.randn(4, 16)).shape == (4, 16)
     meta = json.loads((tiny_model_dir / "model.json").read_text())
     assert vae.cfg.latent_dim == meta["latent_dim"]
     with pytest.raises(SystemExit, match="neither a run folder"):
@@ -88,7 +111,7 @@ def test_the_perceptual_distance_sees_blur_and_the_yardstick_trains_nothing(real
     assert float(loss(x, x)) < 1e-6
     assert float(loss(x, blurred)) > 2 * float(loss(x, (x * 0.9 + 0.05)))
 
-    probe = ("import sys, training.sharpen, training.train; "
-             "print([m for m in sys.modules if 'lite0' in m])")
+    probe = ("import sys, training.sharpen, training.train; from training.perceptual_loss import PerceptualLoss; "
+             "PerceptualLoss(size=64); print([m for m in sys.modules if 'lite0' in m])")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -32,7 +32,7 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, size: int = 128, stages: int = 4, net: nn.Module | None = None):
         super().__init__()
-        net = net or load_lite1()
+        net = (net or load_lite1()).eval()  # before any image goes through: batch norm keeps ImageNet's statistics
         self.size = size
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)  # Lite's "swish" is ReLU6
         # The last block of each resolution: stride 2, 4, 8, 16 (and 32) of the input.

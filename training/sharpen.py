@@ -23,12 +23,14 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from training import checkpoint, devices, report
+from training import checkpoint, config, devices, report
 from training.augment import augment
 from training.data import DatasetError, load_dataset, warnings_printed
 from training.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
@@ -36,8 +38,15 @@ from training.ema import EMA
 from training.devices import to_float
 from training.metrics import reconstruction_metrics
 from training.perceptual_loss import PerceptualLoss
-from training.schedule import Schedule
+from training.schedule import Schedule, StopRequest
 from training.vae import VAE, VAEConfig
+from model import prior as runtime_prior
+from model.runtime import PRIOR_FILE
+
+
+# Settings a resume may change (given again, they hold from then on), and their defaults.
+LIMITS = {"steps": 20_000, "max_time": 0.0, "eval_every": 500}
+RESUMABLE = ("steps", "max_time", "eval_every", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-filter", action="append", default=[], metavar="COLUMN=VALUE")
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--steps", type=int, default=20_000, help="optimisation steps (or --max-time, whichever first)")
-    p.add_argument("--max-time", type=float, default=0.0, help="seconds of training; 0: no limit")
+    p.add_argument("--steps", type=int, help=f"optimisation steps (default {LIMITS['steps']:,}; or --max-time, "
+                   "whichever first)")
+    p.add_argument("--max-time", type=float, help="seconds of training; 0 (default): no limit")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4, help="decoder and discriminator (Adam, betas 0.5, 0.9)")
     p.add_argument("--l1-weight", type=float, default=1.0)
@@ -60,21 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disc-channels", type=int, default=32)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between validation, grids and checkpoints")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--eval-every", type=int, help=f"steps between validation, grids and checkpoints (default "
+                   f"{LIMITS['eval_every']})")
     return p
 
 
-def load_init(path: Path) -> tuple[VAE, dict]:
-    """(VAE, latent_prior) from a run folder or an exported model folder."""
+def load_init(path: Path) -> tuple[VAE, dict, dict]:
+    """(VAE, latent_prior, the first stage's record {"loss", "training"}) from a run folder or an
+    exported model folder."""
     if (path / "checkpoint.pt").exists():
-        state = checkpoint.load(path / "checkpoint.pt")
-        vae = VAE(VAEConfig.from_dict(state["vae_config"]))
-        vae.load_state_dict(state["model"])
+        try:
+            vae, state = checkpoint.load_vae(path)
+        except checkpoint.CheckpointError as exc:
+            raise SystemExit(f"error: --init: {exc}") from None
         if not state.get("latent_prior"):
             raise SystemExit(f"error: --init {path}: its checkpoint has no sampling distribution (fit one: "
                              f"python -m training.prior {path})")
-        return vae, state["latent_prior"]
+        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+        return vae, state["latent_prior"], {"loss": state.get("loss_config", {}), "training": metrics.get("training", {})}
     if not (path / "model.json").exists():
         raise SystemExit(f"error: --init {path}: neither a run folder (checkpoint.pt) nor a model folder (model.json)")
     meta = json.loads((path / "model.json").read_text())
@@ -83,15 +97,18 @@ def load_init(path: Path) -> tuple[VAE, dict]:
         traced = torch.jit.load(str(path / f"{part}.pt"), map_location="cpu").state_dict()
         # A traced module keeps its non-persistent buffers too (UpsampleConv's fold): not weights.
         module.load_state_dict({k: v for k, v in traced.items() if k in module.state_dict()})
-    with np.load(path / "latent_prior.npz") as arrays:
-        prior = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    try:  # the service's own reader: it unpacks and checks whichever format the file is in
+        served = runtime_prior.load(path / PRIOR_FILE, vae.cfg.latent_dim)
+    except runtime_prior.PriorError as exc:
+        raise SystemExit(f"error: --init {path}: {exc}") from None
+    if served.components == 1:
+        prior = {"mean": torch.from_numpy(served.means[0]).float(), "scale_tril": torch.from_numpy(served.scale_trils[0]).float()}
+    else:
+        prior = {"weights": torch.from_numpy(served.weights).float(), "means": torch.from_numpy(served.means).float(),
+                 "scale_trils": torch.from_numpy(served.scale_trils).float()}
     fitted = meta.get("latent", {}).get("prior_fitted_on", {})
     prior.update({"codes": fitted.get("codes", 0), "data": fitted.get("data"), "filter": fitted.get("filter", [])})
-    return vae, prior
-
-
-def parse_filters(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items)
+    return vae, prior, {"loss": meta.get("loss", {}), "training": meta.get("training", {})}
 
 
 @torch.no_grad()
@@ -105,23 +122,29 @@ def sample_grid(vae: VAE, decoder, val: torch.Tensor, prior: dict, device, path:
                        ("sample", report.as_rows(decoder(codes)))]).save(path)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
+    """stop_on_ctrl_c: the command line's Ctrl-C stops after the current step and finishes the run
+    (evaluation, checkpoint, metrics.json), as training.train does; a second one quits at once."""
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
         saved = json.loads((out / "config.json").read_text())
-        saved.update({k: v for k, v in vars(args).items() if k in ("steps", "max_time", "eval_every")})
+        # Only what was given now changes: the run's own limits stand otherwise.
+        saved.update({k: v for k, v in vars(args).items() if k in RESUMABLE and v is not None})
         args = argparse.Namespace(**{**saved, "resume": True})
     elif ckpt_path.exists():
         raise SystemExit(f"error: {out} already holds a run: pass --resume, or choose another --out")
     elif not (args.init and args.data):
         raise SystemExit("error: --init and --data are required (unless --resume)")
+    else:
+        args = argparse.Namespace(**{**vars(args), **{k: v for k, v in LIMITS.items() if getattr(args, k) is None}})
     torch.manual_seed(args.seed)
 
-    device = devices.setup_device(getattr(args, "device", "auto")).device
+    device = devices.setup_device(getattr(args, "device", None) or "auto").device
     precision = devices.resolve_precision(device, "auto")
-    vae, prior = load_init(Path(args.init))
+    # A resumed run's encoder, prior and record are its own (its --init may have changed since).
+    vae, prior, first_stage = load_init(Path(args.init)) if not args.resume else own_init(ckpt_path, args)
     vae.to(device).encoder.requires_grad_(False).eval()
     decoder = vae.decoder
     disc = PatchDiscriminator(args.disc_channels).to(device)
@@ -146,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         with warnings_printed():
-            data = load_dataset(args.data, vae.cfg.image_size, parse_filters(args.filter), 0.1,
-                                parse_filters(args.val_filter))
+            data = load_dataset(args.data, vae.cfg.image_size, config.parse_filters(args.filter), 0.1,
+                                config.parse_filters(args.val_filter))
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
@@ -162,41 +185,43 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = math.ceil(args.steps * args.batch_size / len(train))
     start_elapsed, session_start = elapsed, time.perf_counter()
     sums = np.zeros(4)
-    while step < args.steps and not (args.max_time and elapsed >= args.max_time):
-        idx = torch.randint(len(train), (args.batch_size,))
-        losses = train_step(parts, augment(devices.to_float(train[idx], device)), step, args)
-        if not all(math.isfinite(v) for v in losses):
-            bar.close()
-            raise SystemExit(f"error: training diverged at step {step} (a loss is not finite); {ckpt_path} keeps "
-                             "the last checkpoint. Try a lower --lr or --adversarial-weight")
-        sums += losses
-        step += 1
-        elapsed = start_elapsed + time.perf_counter() - session_start
-        bar.update(step, elapsed)
-        if step % 10 == 0:
-            means = dict(zip(("rec", "g", "weight", "d"), (sums / 10).tolist()))
-            history.append({"step": step, "elapsed": round(elapsed, 1), **means})
-            bar.show(step * args.batch_size // len(train) + 1, epochs, "rec {rec:.4f} g {g:.3f} w {weight:.3g} "
-                     "d {d:.3f}".format(**means), step, elapsed)
-            sums[:] = 0
-        if step % args.eval_every == 0:
-            metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
-            bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
-            history.append({"step": step, "elapsed": round(elapsed, 1), **{f"val_{k}": v for k, v in metrics.items()}})
-            sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
-            save(out, parts, vae, prior, args, step, elapsed, history)
+    with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
+        while step < args.steps and not (args.max_time and elapsed >= args.max_time) and not interrupt.requested:
+            idx = torch.randint(len(train), (args.batch_size,))
+            losses = train_step(parts, augment(devices.to_float(train[idx], device)), step, args)
+            if not all(math.isfinite(v) for v in losses):
+                bar.close()
+                raise SystemExit(f"error: training diverged at step {step} (a loss is not finite); {ckpt_path} keeps "
+                                 "the last checkpoint. Try a lower --lr or --adversarial-weight")
+            sums += losses
+            step += 1
+            elapsed = start_elapsed + time.perf_counter() - session_start
+            bar.update(step, elapsed)
+            if step % 10 == 0:
+                means = dict(zip(("rec", "g", "weight", "d"), (sums / 10).tolist()))
+                history.append({"step": step, "elapsed": round(elapsed, 1), **means})
+                bar.show(step * args.batch_size // len(train) + 1, epochs, "rec {rec:.4f} g {g:.3f} w {weight:.3g} "
+                         "d {d:.3f}".format(**means), step, elapsed)
+                sums[:] = 0
+            if step % args.eval_every == 0:
+                metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
+                bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+                history.append({"step": step, "elapsed": round(elapsed, 1), **{f"val_{k}": v for k, v in metrics.items()}})
+                sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
+                save(out, parts, vae, prior, first_stage, args, step, elapsed, history)
     bar.close()
 
     metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
-    save(out, parts, vae, prior, args, step, elapsed, history)
+    save(out, parts, vae, prior, first_stage, args, step, elapsed, history)
     sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
     rate = step * args.batch_size / max(elapsed, 1e-9)  # the whole run's, over every session
     result = {
         "validation": {**metrics, "images": len(val)},
         "training": {"stage": "sharpen", "images": len(train), "steps": step, "seconds": round(elapsed, 1),
                      "images_per_second": round(rate, 1), "device": device.type, "precision": precision,
-                     "data": str(args.data), "filter": args.filter, "val_filter": args.val_filter, "init": args.init},
-        "loss": loss_config(args),
+                     "data": str(args.data), "filter": args.filter, "val_filter": args.val_filter, "ema": args.ema,
+                     "init": args.init, "first_stage": first_stage["training"]},
+        "loss": loss_config(args, first_stage),
     }
     checkpoint.write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
     print(f"validation: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} -> {out / 'metrics.json'}",
@@ -204,12 +229,19 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+@dataclass
 class Parts:
-    """What one step updates: the decoder (and its average), the discriminator, their optimisers."""
+    """What one step uses and updates: the frozen encoder, the decoder (and its average), the
+    discriminator, the perceptual distance, the optimisers, and the autocast context to run in."""
 
-    def __init__(self, encoder, decoder, disc, perceptual, opt_g, opt_d, ema, autocast):
-        self.encoder, self.decoder, self.disc, self.perceptual = encoder, decoder, disc, perceptual
-        self.opt_g, self.opt_d, self.ema, self.autocast = opt_g, opt_d, ema, autocast
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    disc: PatchDiscriminator
+    perceptual: PerceptualLoss
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: EMA
+    autocast: Callable
 
 
 def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
@@ -240,20 +272,30 @@ def train_step(p: Parts, x: torch.Tensor, step: int, args) -> list[float]:
     return [rec.item(), g.item(), float(weight), d_loss.item()]
 
 
-def loss_config(args) -> dict:
-    return {"stage": "sharpen", "l1_weight": args.l1_weight, "perceptual": "efficientnet-lite1",
-            "perceptual_weight": args.perceptual_weight, "perceptual_size": args.perceptual_size,
-            "adversarial": "patchgan hinge, adaptive weight", "adversarial_weight": args.adversarial_weight,
-            "disc_start": args.disc_start}
+def loss_config(args, first_stage: dict) -> dict:
+    """The first stage's loss (which trained the encoder), and this stage's for the decoder."""
+    return {**first_stage["loss"], "sharpen": {
+        "l1_weight": args.l1_weight, "perceptual": "efficientnet-lite1", "perceptual_weight": args.perceptual_weight,
+        "perceptual_size": args.perceptual_size, "adversarial": "patchgan hinge, adaptive weight",
+        "adversarial_weight": args.adversarial_weight, "disc_start": args.disc_start}}
 
 
-def save(out: Path, p: Parts, vae: VAE, prior: dict, args, step: int, elapsed: float, history: list) -> None:
+def own_init(ckpt_path: Path, args) -> tuple[VAE, dict, dict]:
+    """What load_init gives, from a sharpen run's own checkpoint (its encoder, prior and record)."""
+    vae, state = checkpoint.load_vae(ckpt_path.parent)
+    first_stage = state.get("first_stage") or load_init(Path(args.init))[2]  # runs from before it was kept
+    return vae, state["latent_prior"], first_stage
+
+
+def save(out: Path, p: Parts, vae: VAE, prior: dict, first_stage: dict, args, step: int, elapsed: float,
+         history: list) -> None:
     """A checkpoint training.export reads (model: the encoder with the averaged decoder), plus
     what --resume needs."""
     served = {**{f"encoder.{k}": v for k, v in vae.encoder.state_dict().items()},
               **{f"decoder.{k}": v for k, v in p.ema.module.state_dict().items()}}
     checkpoint.save_atomic({
-        "model": served, "vae_config": vae.cfg.to_dict(), "latent_prior": prior, "loss_config": loss_config(args),
+        "model": served, "vae_config": vae.cfg.to_dict(), "latent_prior": prior, "first_stage": first_stage,
+        "loss_config": loss_config(args, first_stage),
         "epoch": 0, "step": step, "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
         "train_decoder": p.decoder.state_dict(), "ema_decoder": p.ema.module.state_dict(),
         "discriminator": p.disc.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
@@ -262,7 +304,7 @@ def save(out: Path, p: Parts, vae: VAE, prior: dict, args, step: int, elapsed: f
 
 if __name__ == "__main__":
     try:
-        main()
+        main(stop_on_ctrl_c=True)
     except KeyboardInterrupt:
         print("\ninterrupted: --resume continues from the last checkpoint", file=sys.stderr)
         sys.exit(130)
