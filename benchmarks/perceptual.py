@@ -270,14 +270,15 @@ def reconstruct(model: Model, images: np.ndarray, batch: int = 64) -> np.ndarray
     return np.concatenate(out) if out else np.zeros_like(images)
 
 
-def served_samples(model: Model, count: int, first_seed: int = 0) -> np.ndarray:
-    """count samples as /sample serves them: inference.sample at its default temperature, 16 per
-    call with seeds first_seed, first_seed + 1, ..., each PNG decoded back (lossless)."""
+def served_samples(model: Model, count: int, first_seed: int = 0, **options) -> np.ndarray:
+    """count samples as /sample serves them: inference.sample at its default temperature (or the
+    `temperature` given), 16 per call with seeds first_seed, first_seed + 1, ..., each PNG decoded
+    back (lossless)."""
     images = []
     seed = first_seed
     while len(images) < count:
         n = min(SAMPLES_PER_CALL, count - len(images))
-        images += [decode_png(s) for s in inference.sample(model, n=n, seed=seed)["images"]]
+        images += [decode_png(s) for s in inference.sample(model, n=n, seed=seed, **options)["images"]]
         seed += 1
     return np.stack(images)
 

@@ -20,17 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks import perceptual
+from experiments.common import save
 from model.runtime import Model
 from training import prior
 from training.prior import write as write_prior
 from training.sharpen import load_init
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def with_prior(model_dir: Path, fitted: dict, out: Path) -> Path:
     """A copy of model_dir serving `fitted` (model.json's format, latent entry and hashes follow)."""
@@ -53,14 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default=None)
     args = p.parse_args(argv)
     model_dir = Path(args.model)
-    label = args.label or model_dir.name
 
-    vae, _ = load_init(model_dir)
+    vae, _, _ = load_init(model_dir)
     train_images, train_f, _ = perceptual.training_photos(perceptual.MANIFEST, vae.cfg.image_size)
     _, val = perceptual.load_photos(perceptual.MANIFEST, perceptual.manifest_rows(perceptual.MANIFEST, "1", "val"),
                                     vae.cfg.image_size)
     val_f, _ = perceptual.look(val)
-    val_distance = np.median(perceptual.nearest(val_f, train_f)[0])
     images = torch.from_numpy(train_images).permute(0, 3, 1, 2).contiguous()
     codes = prior.encode_means(vae.encoder, images, torch.device("cpu"), copies=4,
                                generator=torch.Generator().manual_seed(0))
@@ -71,20 +66,17 @@ def main(argv: list[str] | None = None) -> None:
             fitted = prior.fit_gaussian(codes) if k == 1 else prior.fit_mixture(codes, k, covariance=args.covariance)
             model = Model(with_prior(model_dir, fitted, Path(tmp) / f"k{k}"))
             for temperature in args.temperature:
-                drawn = np.stack([perceptual.decode_png(b) for seed in range(0, args.samples, 16) for b in
-                                  perceptual.inference.sample(model, n=16, seed=seed, temperature=temperature)["images"]])
+                drawn = perceptual.served_samples(model, args.samples, temperature=temperature)
                 features, top5 = perceptual.look(drawn)
-                row = {"components": k, "covariance": args.covariance if k > 1 else "full", "temperature": temperature, "samples": len(drawn),
-                       "car_at5": round(perceptual.car_at5(top5), 4),
-                       "fd": round(perceptual.frechet_distance(features, train_f), 2),
-                       "sharpness": round(perceptual.sharpness_ratio(drawn, val), 4),
-                       "novelty": round(float(np.median(perceptual.nearest(features, train_f)[0]) / val_distance), 4),
+                row = {"components": k, "covariance": args.covariance if k > 1 else "full", "temperature": temperature,
+                       **perceptual.score(drawn, features, top5, train_f, val),
+                       "novelty": round(perceptual.novelty(features, val_f, train_f), 4),
                        "seconds": round(time.perf_counter() - t0, 1)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    out = ROOT / "experiments" / "results" / f"prior_choice_{label}.json"
-    out.write_text(json.dumps({"command": "python -m experiments.prior_choice " + " ".join(sys.argv[1:] if argv is None else argv),
-                               "model": str(model_dir), "codes": len(codes), "rows": rows}, indent=2) + "\n")
+    command = "python -m experiments.prior_choice " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = save(f"prior_choice_{args.label or model_dir.name}",
+               {"command": command, "model": str(model_dir), "codes": len(codes), "rows": rows})
     print(f"-> {out}")
 
 
