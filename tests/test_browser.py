@@ -238,7 +238,7 @@ def test_sample_seeds_temperature_and_download(page, health):
     check_composite(page.locator("#sample-download"), random_cars, 2, size)
     assert page.locator("#sample-download").get_attribute("download") == f"cars-seed-{seed}-temperature-1.0.png"
     # The temperature slider redraws the cars shown (same seed) once it settles: one request.
-    expect(page.locator("#sample-temp-hint")).to_contain_text("lower stays closer to the average car")
+    expect(page.locator("#sample-temp-hint")).to_contain_text("lower stays closer to typical cars")
     sent = []
     page.on("request", lambda r: r.url.endswith("/sample") and sent.append(json.loads(r.post_data)))
     page.fill("#sample-seed", "")  # the redraw keeps the seed of the cars shown

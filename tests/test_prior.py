@@ -100,7 +100,7 @@ def _mixture_model(tiny_model_dir, tmp_path, weights, means, scales):
 def test_the_service_samples_a_mixture_by_its_weights(tiny_model_dir, tmp_path, tied):
     d = 16
     means = np.stack([np.full(d, -5.0), np.full(d, 5.0)]).astype(np.float32)
-    scales = np.stack([0.1 * np.eye(d)] * (1 if tied else 2)).astype(np.float16)  # as training.prior.write stores them
+    scales = np.stack([0.1 * np.eye(d)] * (1 if tied else 2)).astype(np.float16)  # half precision, unpacked (write packs them: test below)
     model = _mixture_model(tiny_model_dir, tmp_path, np.array([0.25, 0.75], np.float32), means, scales)
     assert model.prior.components == 2
     z = model.sample_codes(np.random.default_rng(0), 4000, temperature=1.0)

@@ -115,3 +115,18 @@ def test_the_perceptual_distance_sees_blur_and_the_yardstick_trains_nothing(real
              "PerceptualLoss(size=64); print([m for m in sys.modules if 'lite0' in m])")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_adaptive_weight_gives_the_adversarial_gradient_the_reconstruction_gradients_size():
+    import torch
+
+    from training.discriminator import adaptive_weight
+
+    layer = torch.nn.Parameter(torch.randn(4, 3))
+    x = torch.randn(5, 3)
+    rec = (x @ layer.T).pow(2).mean()
+    g = 100.0 * (x @ layer.T).sum()
+    weight = adaptive_weight(rec, g, layer)
+    rec_grad = torch.autograd.grad(rec, layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(weight * g, layer)[0]
+    assert not weight.requires_grad and torch.isclose(g_grad.norm(), rec_grad.norm(), rtol=1e-3)
