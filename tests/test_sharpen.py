@@ -56,8 +56,11 @@ def test_resume_continues_to_the_new_limit(sharpened, tmp_path):
     shutil.copytree(sharpened[0], run)
     result = main(["--out", str(run), "--resume", "--steps", "9"])
     assert result["training"]["steps"] == 9 and checkpoint.load(run / "checkpoint.pt")["step"] == 9
+    assert json.loads((run / "config.json").read_text())["steps"] == 9, "a limit given on resume holds from then on"
     again = main(["--out", str(run), "--resume"])  # nothing given: the run's own limit (now 9) stands
     assert again["training"]["steps"] == 9
+    with pytest.raises(SystemExit, match="holds no sharpen run"):
+        main(["--out", str(tmp_path / "nothing"), "--resume"])
     with pytest.raises(SystemExit, match="already holds a run"):
         main(["--init", str(run), "--data", "x", "--out", str(run)])
 

@@ -129,9 +129,12 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
+        if not ckpt_path.exists():
+            raise SystemExit(f"error: --resume: {out} holds no sharpen run (no checkpoint.pt)")
         saved = json.loads((out / "config.json").read_text())
-        # Only what was given now changes: the run's own limits stand otherwise.
+        # Only what was given now changes, and holds for later resumes; the run's own settings stand otherwise.
         saved.update({k: v for k, v in vars(args).items() if k in RESUMABLE and v is not None})
+        checkpoint.write_text_atomic(out / "config.json", json.dumps(saved, indent=2))
         args = argparse.Namespace(**{**saved, "resume": True})
     elif ckpt_path.exists():
         raise SystemExit(f"error: {out} already holds a run: pass --resume, or choose another --out")
@@ -175,8 +178,9 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
         raise SystemExit(f"error: {exc}") from None
     train = torch.from_numpy(data.train).permute(0, 3, 1, 2).contiguous()
     val = torch.from_numpy(data.val).permute(0, 3, 1, 2).contiguous()
-    print(f"{len(train)} training / {len(val)} validation photos; decoder from {args.init}; "
-          f"{'until ' + str(args.steps) + ' steps' if not args.max_time else f'{args.max_time:.0f} s'}", file=sys.stderr)
+    limit = f" or {args.max_time:,.0f} s, whichever comes first" if args.max_time else ""
+    print(f"{len(train)} training / {len(val)} validation photos; decoder from {args.init}; until step "
+          f"{args.steps:,}{limit}", file=sys.stderr)
 
     parts = Parts(vae.encoder, decoder, disc, perceptual, opt_g, opt_d, ema,
                   lambda: devices.autocast_for(device, precision))
