@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
-        torch.set_rng_state(state["rng"].cpu())
+        devices.restore_rng({**state, "rng": state["rng"].cpu()}, device, 0, 1, args.seed)  # the CPU's and the GPU's
     else:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text_atomic(out / "config.json", json.dumps(vars(args), indent=2))
@@ -301,6 +301,7 @@ def save(out: Path, p: Parts, vae: VAE, prior: dict, first_stage: dict, args, st
         "model": served, "vae_config": vae.cfg.to_dict(), "latent_prior": prior, "first_stage": first_stage,
         "loss_config": loss_config(args, first_stage),
         "epoch": 0, "step": step, "elapsed": elapsed, "history": history, "rng": torch.get_rng_state(),
+        "rng_ranks": devices.rng_states(next(p.decoder.parameters()).device, 1),
         "train_decoder": p.decoder.state_dict(), "ema_decoder": p.ema.module.state_dict(),
         "discriminator": p.disc.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
     }, out / "checkpoint.pt")
