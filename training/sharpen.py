@@ -157,14 +157,14 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
     ema = EMA(decoder, args.ema)
     step, elapsed, history = 0, 0.0, []
     if args.resume:
-        state = checkpoint.load(ckpt_path, map_location=device)
+        state = checkpoint.load(ckpt_path)  # on the CPU: the random states must stay there; weights copy over
         decoder.load_state_dict(state["train_decoder"])
         ema.module.load_state_dict(state["ema_decoder"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
-        devices.restore_rng({**state, "rng": state["rng"].cpu()}, device, 0, 1, args.seed)  # the CPU's and the GPU's
+        devices.restore_rng(state, device, 0, 1, args.seed)  # the CPU's and the GPU's
     else:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text_atomic(out / "config.json", json.dumps(vars(args), indent=2))
