@@ -240,3 +240,23 @@ def test_refit_cli_stores_a_prior_fitted_on_other_photos(tmp_path, tiny_run, syn
 
     with pytest.raises(SystemExit, match="nowhere"):
         main([str(tmp_path / "nowhere")])
+
+
+@needs_torch
+def test_refitting_on_other_photos_leaves_the_runs_own_filter_behind(tmp_path, tiny_run, real_photos):
+    """A run trained on a filtered manifest, refit on a folder: its filter belonged to its photos."""
+    from training.prior import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "filter": ["white_background=1"]}))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, path in enumerate(real_photos * 2):
+        shutil.copy(path, photos / f"{i}{path.suffix}")
+    main([str(run), "--data", str(photos), "--copies", "1", "--components", "2"])
+    from training import checkpoint
+
+    fitted = checkpoint.load(run / "checkpoint.pt")["latent_prior"]
+    assert fitted["filter"] == [] and len(fitted["weights"]) == 2

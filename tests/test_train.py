@@ -278,6 +278,7 @@ def test_a_time_budget_ending_mid_epoch_still_leaves_the_final_reports(tmp_path,
     assert "nothing to train" in printed and "--max-time (2 s)" in printed
     assert [(run / name).read_bytes() for name in ("checkpoint.pt", "metrics.json")] == records
     assert epochs_trained(7, 1999, 2000) == 7.999 and epochs_trained(15, 8, 10) == 15.8  # never rounded up
+    assert repr(epochs_trained(1, 253, 1000)) == "1.253"  # as the validation line prints it, not 1.2530000000000001
 
 
 def test_a_program_calling_main_keeps_ctrl_c_as_keyboard_interrupt(tmp_path, synthetic_dir):

@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="training run folder (holds checkpoint.pt and config.json)")
     p.add_argument("--data", help="photos to fit on (default: the run's own --data)")
     p.add_argument("--filter", action="append", metavar="COLUMN=VALUE",
-                   help="keep manifest rows where COLUMN equals VALUE (default: the run's own filters)")
+                   help="keep manifest rows where COLUMN equals VALUE (default: the run's own filters, when --data "
+                   "is the run's own too)")
     p.add_argument("--copies", type=positive_int, default=4, help="passes over the photos: as they are, then augmented")
     p.add_argument("--components", type=positive_int, default=1,
                    help="Gaussians in the mixture (1: one Gaussian; the default model's: see its model.json)")
@@ -190,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         data_path = args.data or config.get("data")
         if not data_path:
             raise SystemExit(f"error: {run}/config.json names no data: pass --data")
-        filters = parse_filters(args.filter if args.filter is not None else config.get("filter", []))
+        # The run's filters belong to the run's photos: other --data starts without them.
+        own = config.get("filter", []) if args.data is None else []
+        filters = parse_filters(args.filter if args.filter is not None else own)
         with warnings_printed():
             data = load_dataset(data_path, vae.cfg.image_size, filters, config.get("val_fraction", 0.1))
     except (checkpoint.CheckpointError, DatasetError) as exc:
@@ -204,8 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {run}: {exc}") from None
     state["latent_prior"] = prior
     checkpoint.save_atomic(state, run / "checkpoint.pt")
-    print(f"fitted the sampling distribution of {run} on {len(train)} photos x {args.copies} ({prior['codes']} "
-          f"codes; total variance {total_variance(prior):.1f}, N(0, I) has {vae.cfg.latent_dim})", file=sys.stderr)
+    what = f"a mixture of {args.components} Gaussians" if args.components > 1 else "one Gaussian"
+    print(f"fitted the sampling distribution of {run}, {what}, on {len(train)} photos x {args.copies} passes "
+          f"({prior['codes']} codes; total variance {total_variance(prior):.1f}, N(0, I) has {vae.cfg.latent_dim})",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class Schedule:
 
 def epochs_trained(epoch: int, batches_done: int, steps_per_epoch: int) -> int | float:
     """Whole epochs, plus the fraction of one cut short (rounded down to 3 places: never a whole one)."""
-    return epoch + batches_done * 1000 // steps_per_epoch / 1000 if batches_done else epoch
+    return round(epoch + batches_done * 1000 // steps_per_epoch / 1000, 3) if batches_done else epoch  # 1.253, not 1.2530000000000001
 
 
 def duration(seconds: float) -> str:

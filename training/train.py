@@ -181,7 +181,7 @@ def evaluate(job: Job, run: RunState, metrics: dict | None, done: int, bar: repo
         run.best = checkpoint.keep_best(run.best, job.served, metrics, trained, run.step)
         entry.update({f"val_{k}": v for k, v in metrics.items()})
         bar.write(f"epoch {trained}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
-                  f"KL {metrics['kl']:.1f}{bar.left(run.step, run.elapsed)}")
+                  f"KL {metrics['kl']:.1f}{'' if run.batch else bar.left(run.step, run.elapsed)}")  # a stop leaves no time
         # A quick fit on a subset for the picture; the final one uses every photo.
         quick = prior.fit(job.served.encoder, job.train, job.ranks.device, copies=1, max_images=512, seed=job.s.seed)
         report.sample_grid(job.served, job.val, job.fixed_u, quick, job.ranks.device,
