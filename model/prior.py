@@ -38,9 +38,8 @@ class Mixture:
         u = rng.standard_normal((n, self.means.shape[1]))
         # One component draws no index: a format-1 model's seeds give the cars they always gave.
         k = rng.choice(self.components, size=n, p=self.weights) if self.components > 1 else np.zeros(n, dtype=int)
-        scales = self.scale_trils[k] if len(self.scale_trils) > 1 else self.scale_trils  # tied: one for all
-        return (self.means[k] + temperature * np.einsum("nij,nj->ni", np.broadcast_to(scales, (n, *scales.shape[1:])), u)
-                ).astype(np.float32)
+        scales = self.scale_trils[k if len(self.scale_trils) > 1 else np.zeros_like(k)]  # tied: one for all
+        return (self.means[k] + temperature * np.einsum("nij,nj->ni", scales, u)).astype(np.float32)
 
 
 def unpack_lower(packed: np.ndarray, dim: int) -> np.ndarray:
