@@ -153,15 +153,18 @@ def frame_path(out: Path, epoch: int, batches_done: int) -> Path:
 
 
 @torch.no_grad()
-def sample_grid(vae, val: torch.Tensor, u: torch.Tensor, fitted: dict, device, path: Path) -> None:
+def sample_grid(encoder, decoder, val: torch.Tensor, u: torch.Tensor, fitted: dict, device, path: Path) -> None:
     """Validation photos and their reconstructions, then the same draws u decoded as N(0, I) codes
-    and as codes of the Gaussian fitted to the photos (what the service will sample)."""
-    vae.eval()
+    and as codes of the distribution fitted to the photos (what the service will sample)."""
+    modes = [(m, m.training) for m in (encoder, decoder)]
+    for m, _ in modes:
+        m.eval()
     x = to_float(val[: u.shape[0]], device)
-    recon = vae.decoder(vae.encoder(x)[0])
+    recon = decoder(encoder(x)[0])
     u = u.to(device)
-    standard, from_fit = vae.decoder(u), vae.decoder(prior.latents(fitted, u))
-    vae.train()
+    standard, from_fit = decoder(u), decoder(prior.latents(fitted, u))
+    for m, training in modes:
+        m.train(training)
     image_grid([
         ("photo", as_rows(x)),
         ("recon", as_rows(recon)),

@@ -35,7 +35,6 @@ from training.augment import augment
 from training.data import DatasetError, load_dataset, warnings_printed
 from training.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
 from training.ema import EMA
-from training.devices import to_float
 from training.metrics import reconstruction_metrics
 from training.perceptual_loss import PerceptualLoss
 from training.schedule import Schedule, StopRequest
@@ -111,17 +110,6 @@ def load_init(path: Path) -> tuple[VAE, dict, dict]:
     return vae, prior, {"loss": meta.get("loss", {}), "training": meta.get("training", {})}
 
 
-@torch.no_grad()
-def sample_grid(vae: VAE, decoder, val: torch.Tensor, prior: dict, device, path: Path, n: int = 8) -> None:
-    from training.prior import latents
-
-    x = to_float(val[:n], device)
-    u = torch.randn(n, vae.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
-    codes = latents(prior, u)
-    report.image_grid([("photo", report.as_rows(x)), ("recon", report.as_rows(decoder(vae.encoder(x)[0]))),
-                       ("sample", report.as_rows(decoder(codes)))]).save(path)
-
-
 def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
     """stop_on_ctrl_c: the command line's Ctrl-C stops after the current step and finishes the run
     (evaluation, checkpoint, metrics.json), as training.train does; a second one quits at once."""
@@ -189,6 +177,7 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
     epochs = math.ceil(args.steps * args.batch_size / len(train))
     start_elapsed, session_start = elapsed, time.perf_counter()
     sums = np.zeros(4)
+    fixed_u = torch.randn(8, vae.cfg.latent_dim, generator=torch.Generator().manual_seed(args.seed))  # every frame's draws
     with StopRequest(enabled=stop_on_ctrl_c) as interrupt:
         while step < args.steps and not (args.max_time and elapsed >= args.max_time) and not interrupt.requested:
             idx = torch.randint(len(train), (args.batch_size,))
@@ -211,13 +200,17 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
                 metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
                 bar.write(f"step {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
                 history.append({"step": step, "elapsed": round(elapsed, 1), **{f"val_{k}": v for k, v in metrics.items()}})
-                sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
+                report.sample_grid(vae.encoder, ema.module, val, fixed_u, prior, device, frame(out, step))
                 save(out, parts, vae, prior, first_stage, args, step, elapsed, history)
     bar.close()
 
-    metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
-    save(out, parts, vae, prior, first_stage, args, step, elapsed, history)
-    sample_grid(vae, ema.module, val, prior, device, out / "samples" / f"step_{step:06d}.png")
+    last = history[-1] if history else {}
+    if last.get("step") == step and "val_psnr" in last:  # it ended on an evaluation step, saved with it
+        metrics = {k.removeprefix("val_"): v for k, v in last.items() if k.startswith("val_")}
+    else:
+        metrics = reconstruction_metrics(vae.encoder, ema.module, val, device)
+        save(out, parts, vae, prior, first_stage, args, step, elapsed, history)
+        report.sample_grid(vae.encoder, ema.module, val, fixed_u, prior, device, frame(out, step))
     rate = step * args.batch_size / max(elapsed, 1e-9)  # the whole run's, over every session
     result = {
         "validation": {**metrics, "images": len(val)},
@@ -231,6 +224,10 @@ def main(argv: list[str] | None = None, stop_on_ctrl_c: bool = False) -> dict:
     print(f"validation: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} -> {out / 'metrics.json'}",
           file=sys.stderr)
     return result
+
+
+def frame(out: Path, step: int) -> Path:
+    return out / "samples" / f"step_{step:06d}.png"
 
 
 @dataclass

@@ -184,7 +184,7 @@ def evaluate(job: Job, run: RunState, metrics: dict | None, done: int, bar: repo
                   f"KL {metrics['kl']:.1f}{'' if run.batch else bar.left(run.step, run.elapsed)}")  # a stop leaves no time
         # A quick fit on a subset for the picture; the final one uses every photo.
         quick = prior.fit(job.served.encoder, job.train, job.ranks.device, copies=1, max_images=512, seed=job.s.seed)
-        report.sample_grid(job.served, job.val, job.fixed_u, quick, job.ranks.device,
+        report.sample_grid(job.served.encoder, job.served.decoder, job.val, job.fixed_u, quick, job.ranks.device,
                            report.frame_path(job.out, run.epoch, run.batch))
         report.save_gif(sorted((job.out / "samples").glob("epoch_*.png")), job.out / "progress.gif")
     if run.history and run.history[-1].get("partial"):
